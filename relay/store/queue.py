@@ -1,0 +1,236 @@
+"""The delivery queue: claim due deliveries, record what happened, release claims.
+
+A claim is a lease: `claimed_until` in the future means a worker owns the delivery;
+a worker that dies simply lets the lease run out and another one picks it up. A
+delivery is claimable only when no earlier delivery for the same account and lead
+is still unfinished, so a refund never overtakes its purchase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, exists, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from relay.store.tables import accounts, attempts, deliveries, events, leads, utcnow
+
+UNFINISHED = ("pending",)
+FINAL_DELIVERY_STATUSES = ("delivered", "failed", "dead", "dry_run")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    event_id: str
+    account: str
+    rule: str | None
+    plan: dict[str, Any]
+    attempts: int
+    done: list[int]
+    lead_id: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    started_at: datetime
+    duration_ms: float
+    request: dict[str, Any]
+    http_status: int | None
+    response: Any
+    outcome: str
+    error: str | None = None
+
+
+def claim(
+    engine: Engine, worker: str, *, limit: int, lease: timedelta, now: datetime | None = None
+) -> list[Claimed]:
+    """Take up to `limit` due deliveries for `worker`, oldest first, one per lead."""
+    now = now or utcnow()
+    earlier = aliased(deliveries)
+    due = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= now,
+            or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now),
+            ~deliveries.c.account.in_(select(accounts.c.name).where(accounts.c.paused)),
+            ~exists().where(
+                earlier.c.account == deliveries.c.account,
+                earlier.c.lead_key == deliveries.c.lead_key,
+                earlier.c.id < deliveries.c.id,
+                earlier.c.status.in_(UNFINISHED),
+            ),
+        )
+        .order_by(deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    with engine.begin() as conn:
+        rows = conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .values(claimed_by=worker, claimed_until=now + lease, updated_at=now)
+            .returning(
+                deliveries.c.id,
+                deliveries.c.event_id,
+                deliveries.c.account,
+                deliveries.c.rule,
+                deliveries.c.plan,
+                deliveries.c.attempts,
+                deliveries.c.done,
+                deliveries.c.lead_id,
+            )
+        ).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+def finish(
+    engine: Engine,
+    delivery: Claimed,
+    *,
+    status: str,
+    records: list[AttemptRecord],
+    done: list[int],
+    lead_id: str | None,
+    error: str | None = None,
+    next_attempt_at: datetime | None = None,
+    count_attempt: bool = True,
+) -> None:
+    """Record the calls made for a claimed delivery and its new state, then roll the
+    event's status up, all in one transaction."""
+    now = utcnow()
+    number = delivery.attempts + 1 if count_attempt else delivery.attempts
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery.id)
+            .values(
+                status=status,
+                attempts=number,
+                done=done,
+                lead_id=lead_id,
+                last_error=error,
+                next_attempt_at=next_attempt_at or now,
+                claimed_by=None,
+                claimed_until=None,
+                updated_at=now,
+            )
+        )
+        if records:
+            conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "delivery_id": delivery.id,
+                        "number": number,
+                        "started_at": r.started_at,
+                        "duration_ms": r.duration_ms,
+                        "request": r.request,
+                        "http_status": r.http_status,
+                        "response": r.response,
+                        "outcome": r.outcome,
+                        "error": r.error,
+                    }
+                    for r in records
+                ],
+            )
+        _roll_up(conn, delivery.event_id)
+
+
+def _roll_up(conn, event_id: str) -> None:
+    """An event's status is the least finished of its deliveries' statuses."""
+    statuses = set(
+        conn.execute(select(deliveries.c.status).where(deliveries.c.event_id == event_id)).scalars()
+    )
+    for status in ("pending", "dead", "failed", "dry_run", "delivered"):
+        if status in statuses:
+            conn.execute(
+                update(events)
+                .where(events.c.id == event_id)
+                .values(status="queued" if status == "pending" else status)
+            )
+            return
+
+
+def release(engine: Engine, worker: str) -> int:
+    """Give back every claim `worker` holds (on shutdown), so others need not wait for
+    the lease to run out."""
+    with engine.begin() as conn:
+        return conn.execute(
+            update(deliveries)
+            .where(deliveries.c.claimed_by == worker, deliveries.c.status == "pending")
+            .values(claimed_by=None, claimed_until=None)
+        ).rowcount
+
+
+def known_lead_id(engine: Engine, account: str, email: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(leads.c.kartra_id).where(
+                leads.c.account == account, leads.c.email == email.strip().lower()
+            )
+        ).scalar()
+
+
+def remember_lead(engine: Engine, account: str, email: str, kartra_id: str | None) -> None:
+    """Remember (or forget, with `kartra_id=None`) the Kartra lead id of an email."""
+    email = email.strip().lower()
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(leads.delete().where(leads.c.account == account, leads.c.email == email))
+        if kartra_id:
+            conn.execute(
+                insert(leads).values(
+                    account=account, email=email, kartra_id=str(kartra_id), updated_at=now
+                )
+            )
+
+
+def pause_account(engine: Engine, name: str, reason: str) -> None:
+    _set_paused(engine, name, True, reason)
+
+
+def resume_account(engine: Engine, name: str) -> bool:
+    """Resume a paused account; False when it was not paused."""
+    with engine.connect() as conn:
+        paused = conn.execute(select(accounts.c.paused).where(accounts.c.name == name)).scalar()
+    if not paused:
+        return False
+    _set_paused(engine, name, False, None)
+    return True
+
+
+def _set_paused(engine: Engine, name: str, paused: bool, reason: str | None) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        changed = conn.execute(
+            update(accounts)
+            .where(accounts.c.name == name)
+            .values(paused=paused, reason=reason, changed_at=now)
+        ).rowcount
+        if not changed:
+            conn.execute(
+                insert(accounts).values(name=name, paused=paused, reason=reason, changed_at=now)
+            )
+
+
+def account_states(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Every account that has deliveries or a pause record, with its queue counts."""
+    with engine.connect() as conn:
+        counts = conn.execute(
+            select(deliveries.c.account, deliveries.c.status, func.count()).group_by(
+                deliveries.c.account, deliveries.c.status
+            )
+        ).all()
+        pauses = conn.execute(select(accounts)).all()
+    states: dict[str, dict[str, Any]] = {}
+    for account, status, count in counts:
+        states.setdefault(account, {"paused": False, "reason": None, "counts": {}})
+        states[account]["counts"][status] = count
+    for row in pauses:
+        state = states.setdefault(row.name, {"paused": False, "reason": None, "counts": {}})
+        state.update(paused=row.paused, reason=row.reason)
+    return states

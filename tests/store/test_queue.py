@@ -1,0 +1,146 @@
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from relay.store import NewEvent, queue, store_event
+from relay.store.tables import attempts, deliveries, events, utcnow
+
+LEASE = timedelta(minutes=5)
+
+
+def plan(email="jane@example.com", account="default", tag="Customer"):
+    return {
+        "rule": "r",
+        "account": account,
+        "lead": {"email": email},
+        "lead_mode": "upsert",
+        "actions": [{"cmd": "assign_tag", "tag_name": tag}],
+    }
+
+
+def new_event(*plans, key=None, route="shop"):
+    return NewEvent(
+        route=route,
+        dedupe_key=key or f"k-{id(plans)}-{utcnow().timestamp()}",
+        content_type="application/json",
+        headers={},
+        query={},
+        body=b"{}",
+        payload={},
+        status="queued" if plans else "ignored",
+        rule="r",
+        reason=None,
+        plans=list(plans),
+    )
+
+
+def test_event_and_deliveries_are_stored_together(engine):
+    stored = store_event(engine, new_event(plan(), plan("bob@example.com")))
+    assert stored.created and stored.event_id.startswith("ev_")
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries)).all()
+    assert [r.lead_key for r in rows] == ["email:jane@example.com", "email:bob@example.com"]
+    assert {r.status for r in rows} == {"pending"}
+
+
+def test_duplicate_returns_the_original_and_creates_nothing(engine):
+    first = store_event(engine, new_event(plan(), key="id:evt_1"))
+    again = store_event(engine, new_event(plan(), key="id:evt_1"))
+    assert not again.created and again.event_id == first.event_id
+    with engine.connect() as conn:
+        assert len(conn.execute(select(events)).all()) == 1
+        assert len(conn.execute(select(deliveries)).all()) == 1
+
+
+def test_same_key_on_another_route_is_not_a_duplicate(engine):
+    store_event(engine, new_event(plan(), key="id:1", route="a"))
+    assert store_event(engine, new_event(plan(), key="id:1", route="b")).created
+
+
+def test_claim_takes_one_delivery_per_lead_in_arrival_order(engine):
+    store_event(engine, new_event(plan(tag="purchase")))
+    store_event(engine, new_event(plan(tag="refund")))
+    store_event(engine, new_event(plan("bob@example.com")))
+    claimed = queue.claim(engine, "w1", limit=10, lease=LEASE)
+    assert [c.plan["actions"][0]["tag_name"] for c in claimed] == ["purchase", "Customer"]
+    # the refund waits for the purchase, even for another worker
+    assert queue.claim(engine, "w2", limit=10, lease=LEASE) == []
+    queue.finish(engine, claimed[0], status="delivered", records=[], done=[0], lead_id="42")
+    later = queue.claim(engine, "w2", limit=10, lease=LEASE)
+    assert [c.plan["actions"][0]["tag_name"] for c in later] == ["refund"]
+
+
+def test_a_claim_is_a_lease_that_expires(engine):
+    store_event(engine, new_event(plan()))
+    assert len(queue.claim(engine, "dead-worker", limit=1, lease=LEASE)) == 1
+    assert queue.claim(engine, "w2", limit=1, lease=LEASE) == []
+    later = utcnow() + LEASE + timedelta(seconds=1)
+    assert len(queue.claim(engine, "w2", limit=1, lease=LEASE, now=later)) == 1
+
+
+def test_release_gives_claims_back(engine):
+    store_event(engine, new_event(plan()))
+    queue.claim(engine, "w1", limit=1, lease=LEASE)
+    assert queue.release(engine, "w1") == 1
+    assert len(queue.claim(engine, "w2", limit=1, lease=LEASE)) == 1
+
+
+def test_rescheduled_delivery_waits_until_due(engine):
+    store_event(engine, new_event(plan()))
+    [d] = queue.claim(engine, "w1", limit=1, lease=LEASE)
+    due = utcnow() + timedelta(minutes=1)
+    queue.finish(
+        engine,
+        d,
+        status="pending",
+        records=[],
+        done=[],
+        lead_id=None,
+        error="HTTP 503",
+        next_attempt_at=due,
+    )
+    assert queue.claim(engine, "w1", limit=1, lease=LEASE) == []
+    [again] = queue.claim(engine, "w1", limit=1, lease=LEASE, now=due)
+    assert again.attempts == 1
+
+
+def test_paused_account_is_not_claimed_until_resumed(engine):
+    store_event(engine, new_event(plan(account="shop2")))
+    queue.pause_account(engine, "shop2", "203 api_key invalid")
+    assert queue.claim(engine, "w1", limit=5, lease=LEASE) == []
+    assert queue.account_states(engine)["shop2"]["paused"]
+    assert queue.resume_account(engine, "shop2")
+    assert not queue.resume_account(engine, "shop2")
+    assert len(queue.claim(engine, "w1", limit=5, lease=LEASE)) == 1
+
+
+def test_finish_records_attempts_and_rolls_the_event_status_up(engine):
+    stored = store_event(engine, new_event(plan(), plan("bob@example.com")))
+    first, second = queue.claim(engine, "w1", limit=5, lease=LEASE)
+    record = queue.AttemptRecord(utcnow(), 12.5, {"actions": []}, 200, {"status": "Success"}, "ok")
+    queue.finish(engine, first, status="delivered", records=[record], done=[0], lead_id="1")
+    with engine.connect() as conn:
+        assert conn.execute(select(events.c.status)).scalar() == "queued"
+    queue.finish(
+        engine,
+        second,
+        status="failed",
+        records=[record],
+        done=[],
+        lead_id=None,
+        error="212 tag does not exist",
+    )
+    with engine.connect() as conn:
+        assert (
+            conn.execute(select(events.c.status).where(events.c.id == stored.event_id)).scalar()
+            == "failed"
+        )
+        assert len(conn.execute(select(attempts)).all()) == 2
+
+
+def test_lead_ids_are_remembered_per_account_and_email(engine):
+    queue.remember_lead(engine, "default", " Jane@Example.com", "77")
+    assert queue.known_lead_id(engine, "default", "jane@example.com") == "77"
+    assert queue.known_lead_id(engine, "other", "jane@example.com") is None
+    queue.remember_lead(engine, "default", "jane@example.com", None)
+    assert queue.known_lead_id(engine, "default", "jane@example.com") is None

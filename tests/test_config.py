@@ -1,0 +1,74 @@
+import pytest
+
+from relay.config import Config, ConfigError
+
+
+def test_defaults_are_a_dry_run_on_sqlite():
+    config = Config.from_env({})
+    assert config.database_url == "sqlite:///relay.db"
+    assert config.port == 5000
+    assert config.kartra_url == "https://app.kartra.com/api"
+    assert config.dry_run and config.mode == "dry-run"
+    assert config.accounts == {}
+
+
+def test_credentials_make_a_live_default_account():
+    config = Config.from_env(
+        {"KARTRA_APP_ID": "app", "KARTRA_API_KEY": "key-123", "KARTRA_API_PASSWORD": "pw-456"}
+    )
+    assert config.mode == "live"
+    assert config.accounts["default"].api_key == "key-123"
+    assert "key-123" not in repr(config) and "pw-456" not in repr(config)
+
+
+def test_test_mode_is_said():
+    env = {
+        "KARTRA_APP_ID": "a",
+        "KARTRA_API_KEY": "k",
+        "KARTRA_API_PASSWORD": "p",
+        "KARTRA_TEST_MODE": "true",
+    }
+    assert Config.from_env(env).mode == "test"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgresql://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_url_accepts_heroku_spellings(url, expected):
+    assert Config.from_env({"DATABASE_URL": url}).database_url == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        ({"KARTRA_API_URL": "http://kartra.example.com/api"}, "KARTRA_API_URL"),
+        ({"KARTRA_API_URL": "not a url"}, "KARTRA_API_URL"),
+        ({"KARTRA_API_KEY": "k"}, "KARTRA_API_PASSWORD"),
+        ({"KARTRA_API_PASSWORD": "p"}, "KARTRA_API_KEY"),
+        ({"KARTRA_API_KEY": "k", "KARTRA_API_PASSWORD": "p"}, "KARTRA_APP_ID"),
+        ({"KARTRA_TEST_MODE": "maybe"}, "KARTRA_TEST_MODE"),
+        ({"KARTRA_RATE_LIMIT": "0"}, "KARTRA_RATE_LIMIT"),
+        ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"MAX_BODY_BYTES": "12"}, "MAX_BODY_BYTES"),
+    ],
+)
+def test_a_bad_setting_is_named_in_one_line(env, named):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    message = str(info.value)
+    assert message.startswith(named + ":")
+    assert "\n" not in message
+
+
+def test_plain_http_is_allowed_for_a_local_fake_kartra():
+    config = Config.from_env({"KARTRA_API_URL": "http://127.0.0.1:8765/api"})
+    assert config.kartra_url == "http://127.0.0.1:8765/api"
