@@ -1,0 +1,184 @@
+"""Request bodies in, one plain structure out.
+
+JSON, `application/x-www-form-urlencoded` and `multipart/form-data` all become a dict
+of strings, lists and dicts, so a mapping never cares how the sender encoded it. Form
+keys in PHP bracket style (`customer[email]`, `items[0][sku]`, `tags[]`) become nested
+dicts and lists, the way the senders that use them (ThriveCart, Gumroad, Kartra itself)
+mean them. Uploaded files are never kept: a file field records its name, type and size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from io import BytesIO
+from typing import Any
+from urllib.parse import parse_qsl
+
+from werkzeug.datastructures import Headers
+from werkzeug.formparser import parse_form_data
+from werkzeug.http import parse_options_header
+
+MAX_FIELDS = 10_000
+MAX_DEPTH = 64
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+_CHARSET_FIELD = re.compile(rb"(?:^|&)charset=([A-Za-z0-9_.:-]{1,40})(?:&|$)")
+
+
+class BodyError(Exception):
+    """The body cannot be read; `status` is the HTTP answer (400 or 415)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
+    mimetype, options = parse_options_header(content_type or "")
+    charset = options.get("charset") or "utf-8"
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return _json(raw, charset)
+    if mimetype == "application/x-www-form-urlencoded":
+        return _urlencoded(raw, options.get("charset") or _charset_field(raw) or "utf-8")
+    if mimetype == "multipart/form-data":
+        return _multipart(content_type or "", raw)
+    if not mimetype and raw.lstrip()[:1] in (b"{", b"\xef"):
+        return _json(raw, charset)
+    raise BodyError(
+        f"unsupported content type {mimetype or '(none)'!r}: send application/json, "
+        "application/x-www-form-urlencoded or multipart/form-data",
+        status=415,
+    )
+
+
+def _decode(raw: bytes, charset: str) -> str:
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise BodyError(f"unknown charset {charset!r}", status=415) from None
+    try:
+        return raw.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"body is not valid {charset}: byte {exc.start}") from None
+
+
+def _json(raw: bytes, charset: str) -> dict[str, Any]:
+    text = _decode(raw, charset).removeprefix("\ufeff")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BodyError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise BodyError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise BodyError(f"invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BodyError(f"JSON body must be an object, got {type(value).__name__}")
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BodyError(f"body nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def _urlencoded(raw: bytes, charset: str) -> dict[str, Any]:
+    text = _decode(raw, charset)
+    try:
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            max_num_fields=MAX_FIELDS,
+            encoding=charset,
+            errors="strict",
+        )
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"form value is not valid {charset}: {exc.reason}") from None
+    except ValueError:
+        raise BodyError(f"form has more than {MAX_FIELDS} fields") from None
+    return nest(pairs)
+
+
+def _charset_field(raw: bytes) -> str | None:
+    """PayPal IPN names its charset in a body field (`charset=windows-1252`), not the header."""
+    match = _CHARSET_FIELD.search(raw)
+    return match.group(1).decode("ascii") if match else None
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(raw)),
+        "wsgi.input": BytesIO(raw),
+    }
+    try:
+        _, form, files = parse_form_data(environ, max_form_parts=MAX_FIELDS, silent=False)
+    except Exception as exc:  # werkzeug raises several kinds for malformed multipart
+        raise BodyError(f"invalid multipart body: {exc}") from None
+    pairs = list(form.items(multi=True))
+    for name, upload in files.items(multi=True):
+        size = len(upload.stream.read())
+        pairs.append(
+            (name, {"filename": upload.filename, "content_type": upload.mimetype, "size": size})
+        )
+        upload.close()
+    return nest(pairs)
+
+
+def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`[("a[b][0]", "x"), ("t[]", "1"), ("t[]", "2")]` -> `{"a": {"b": ["x"]}, "t": ["1", "2"]}`.
+
+    A plain key given twice keeps the last value, as PHP does; `[]` appends. Dicts
+    whose keys are exactly 0..n-1 become lists.
+    """
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        parts = _key_parts(key)
+        if len(parts) > MAX_DEPTH:
+            raise BodyError(f"form key nested deeper than {MAX_DEPTH} levels: {key[:80]!r}")
+        node = root
+        for part in parts[:-1]:
+            part = part or str(len(node))
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1] or str(len(node))] = value
+    return _lists(root)
+
+
+def _key_parts(key: str) -> list[str]:
+    """`a[b][]` -> `["a", "b", ""]`; a key that is not well-formed bracket syntax stays whole."""
+    head, bracket, rest = key.partition("[")
+    if not bracket or not head:
+        return [key]
+    parts = _BRACKETS.findall(bracket + rest)
+    if "".join(f"[{p}]" for p in parts) != bracket + rest:
+        return [key]
+    return [head, *parts]
+
+
+def _lists(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _lists(v) for k, v in node.items()}
+    if converted and all(k == str(i) for i, k in enumerate(converted)):
+        return list(converted.values())
+    return converted
+
+
+def header_dict(headers: Headers, drop: frozenset[str]) -> dict[str, str]:
+    """Lower-cased header names; those in `drop` (credentials) are never kept."""
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in drop}

@@ -1,0 +1,137 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from relay.ingest.parse import MAX_FIELDS, BodyError, nest, parse_body
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "sources" / "fixtures"
+
+
+def fixture(path: str) -> tuple[str, bytes]:
+    file = FIXTURES / path
+    headers = json.loads(file.with_name(file.stem + ".headers.json").read_text())
+    headers = {k.lower(): v for k, v in headers.get("headers", headers).items()}
+    return headers["content-type"], file.read_bytes()
+
+
+def test_json_object():
+    assert parse_body("application/json", b'{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+
+
+def test_json_with_charset_and_bom():
+    body = '\ufeff{"name": "Zoë"}'.encode()
+    assert parse_body("application/json; charset=utf-8", body) == {"name": "Zoë"}
+
+
+def test_json_in_another_charset():
+    body = '{"name": "Zoë"}'.encode("latin-1")
+    assert parse_body("application/json; charset=iso-8859-1", body) == {"name": "Zoë"}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "words"),
+    [
+        ("application/json", b"{not json", 400, "invalid JSON"),
+        ("application/json", b"[1, 2]", 400, "must be an object"),
+        ("application/json", b'"text"', 400, "must be an object"),
+        ("application/json", b"\xff\xfe{}", 400, "not valid utf-8"),
+        ("application/json; charset=klingon", b"{}", 415, "unknown charset"),
+        ("text/plain", b"hello", 415, "unsupported content type"),
+        (None, b"hello", 415, "unsupported content type"),
+        ("application/json", b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
+        ("application/x-www-form-urlencoded", b"name=%FF", 400, "not valid utf-8"),
+        ("application/json", b'{"a":' * 100 + b"1" + b"}" * 100, 400, "nested"),
+    ],
+)
+def test_unreadable_bodies_are_named(content_type, body, status, words):
+    with pytest.raises(BodyError) as info:
+        parse_body(content_type, body)
+    assert info.value.status == status
+    assert words in str(info.value)
+
+
+def test_deeply_nested_object_is_refused_not_crashed():
+    body = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    with pytest.raises(BodyError):
+        parse_body("application/json", body)
+
+
+def test_json_without_content_type_is_recognised():
+    assert parse_body(None, b' {"a": 1}') == {"a": 1}
+
+
+def test_urlencoded_nested_keys():
+    body = (
+        b"customer%5Bemail%5D=a%40b.c&items%5B0%5D%5Bsku%5D=X&items%5B1%5D%5Bsku%5D=Y"
+        b"&t%5B%5D=1&t%5B%5D=2"
+    )
+    assert parse_body("application/x-www-form-urlencoded", body) == {
+        "customer": {"email": "a@b.c"},
+        "items": [{"sku": "X"}, {"sku": "Y"}],
+        "t": ["1", "2"],
+    }
+
+
+def test_urlencoded_in_windows_1252():
+    body = b"first_name=Ren%E9"
+    assert parse_body("application/x-www-form-urlencoded; charset=windows-1252", body) == {
+        "first_name": "Ren\xe9"
+    }
+
+
+def test_too_many_form_fields():
+    body = "&".join(f"f{i}=1" for i in range(MAX_FIELDS + 1)).encode()
+    with pytest.raises(BodyError, match="fields"):
+        parse_body("application/x-www-form-urlencoded", body)
+
+
+def test_nest_keeps_malformed_keys_whole_and_last_value_wins():
+    assert nest(
+        [("a[b", "1"), ("[x]", "2"), ("k", "1"), ("k", "2"), ("m[0]", "a"), ("m[2]", "b")]
+    ) == {"a[b": "1", "[x]": "2", "k": "2", "m": {"0": "a", "2": "b"}}
+
+
+def test_multipart_fields_kept_files_summarised():
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="email"\r\n\r\njane@example.com\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="cv"; filename="cv.pdf"\r\n'
+        f"Content-Type: application/pdf\r\n\r\n%PDF-1.4 data\r\n--{boundary}--\r\n"
+    ).encode()
+    parsed = parse_body(f"multipart/form-data; boundary={boundary}", body)
+    assert parsed["email"] == "jane@example.com"
+    assert parsed["cv"] == {"filename": "cv.pdf", "content_type": "application/pdf", "size": 13}
+
+
+def test_broken_multipart_is_a_400():
+    with pytest.raises(BodyError):
+        parse_body("multipart/form-data", b"--x\r\n")
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "value"),
+    [
+        ("stripe/checkout.session.completed.json", "type", "checkout.session.completed"),
+        ("html-form/optin.urlencoded.txt", None, None),
+        ("html-form/contact.multipart.txt", None, None),
+        ("thrivecart/order.success.txt", "event", "order.success"),
+        ("gumroad/sale.txt", None, None),
+        ("jotform/submission.txt", None, None),
+        ("paypal-ipn/web_accept.Completed.txt", None, None),
+        ("typeform/form_response.json", "event_type", "form_response"),
+    ],
+)
+def test_every_kind_of_fixture_parses(path, key, value):
+    content_type, raw = fixture(path)
+    parsed = parse_body(content_type, raw)
+    assert isinstance(parsed, dict) and parsed
+    if key:
+        assert parsed[key] == value
+
+
+def test_paypal_ipn_charset_field_decides_the_decoding():
+    content_type, raw = fixture("paypal-ipn/web_accept.Completed.txt")
+    parsed = parse_body(content_type, raw)
+    assert parsed["charset"] == "windows-1252"
+    assert parsed["first_name"] == "Chloé"
