@@ -140,8 +140,8 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
 def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """`[("a[b][0]", "x"), ("t[]", "1"), ("t[]", "2")]` -> `{"a": {"b": ["x"]}, "t": ["1", "2"]}`.
 
-    A plain key given twice keeps the last value, as PHP does; `[]` appends. Dicts
-    whose keys are exactly 0..n-1 become lists.
+    `[]` appends, and so does a key given twice (`interest=a&interest=b`, an HTML
+    checkbox group): no value is lost. Dicts whose keys are exactly 0..n-1 become lists.
     """
     root: dict[str, Any] = {}
     for key, value in pairs:
@@ -155,7 +155,12 @@ def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             if not isinstance(child, dict):
                 child = node[part] = {}
             node = child
-        node[parts[-1] or str(len(node))] = value
+        last = parts[-1] or str(len(node))
+        if last in node and parts[-1] and not isinstance(node[last], dict):
+            previous = node[last]
+            node[last] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            node[last] = value
     return _lists(root)
 
 

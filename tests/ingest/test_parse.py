@@ -86,10 +86,10 @@ def test_too_many_form_fields():
         parse_body("application/x-www-form-urlencoded", body)
 
 
-def test_nest_keeps_malformed_keys_whole_and_last_value_wins():
+def test_nest_keeps_malformed_keys_whole_and_repeated_keys_as_lists():
     assert nest(
         [("a[b", "1"), ("[x]", "2"), ("k", "1"), ("k", "2"), ("m[0]", "a"), ("m[2]", "b")]
-    ) == {"a[b": "1", "[x]": "2", "k": "2", "m": {"0": "a", "2": "b"}}
+    ) == {"a[b": "1", "[x]": "2", "k": ["1", "2"], "m": {"0": "a", "2": "b"}}
 
 
 def test_multipart_fields_kept_files_summarised():
@@ -135,3 +135,11 @@ def test_paypal_ipn_charset_field_decides_the_decoding():
     parsed = parse_body(content_type, raw)
     assert parsed["charset"] == "windows-1252"
     assert parsed["first_name"] == "Chloé"
+
+
+def test_html_checkbox_group_keeps_every_value():
+    content_type, raw = fixture("html-form/optin.urlencoded.txt")
+    parsed = parse_body(content_type, raw)
+    assert parsed["interest"] == ["Coaching", "Workshops"]
+    assert parsed["phone"] == "+1 (555) 555-0110"
+    assert parsed["website"] == ""
