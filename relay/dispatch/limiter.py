@@ -2,7 +2,8 @@
 
 A sliding log of the last calls' start times: a call may start once fewer than
 `floor(rate)` calls started in the second before it (below 1 call/s: one call per
-`1/rate` seconds). The clock and the sleep are injectable, so the
+`1/rate` seconds). The window is padded by `margin` seconds because Kartra counts
+calls when they arrive, and two requests can take different times to get there. The clock and the sleep are injectable, so the
 limiter is tested without waiting.
 """
 
@@ -19,13 +20,15 @@ class RateLimiter:
         self,
         rate: float,
         *,
+        margin: float = 0.025,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.capacity = max(1, int(rate))
-        self.window = max(1.0, 1.0 / rate)
+        self.margin = margin
+        self.window = max(1.0, 1.0 / rate) + margin
         self.clock = clock
         self.sleep = sleep
         self._starts: deque[float] = deque()

@@ -1,0 +1,349 @@
+"""The dispatcher: claim due deliveries, send them to Kartra, record what happened.
+
+One loop claims deliveries and hands them to a small pool of sender threads (Kartra
+answers in a few hundred milliseconds, so a few calls must be in flight to use the
+App's 20 calls/s). Every HTTP call first waits on the rate limiter.
+
+What happens to a delivery after a call:
+- every action done -> `delivered`; the Kartra lead id is remembered for the email;
+- transient failure (429, 5xx, timeout) -> retried a few times within the attempt
+  (tenacity), then rescheduled with the persisted backoff, `dead` when exhausted;
+  when the request may have been applied and a not-idempotent action (points) is
+  still pending, it is NOT re-sent: `failed`, marked ambiguous, for an operator;
+- configuration error of the account (bad key, App inactive) -> the account is
+  paused and the delivery waits, its retries untouched;
+- configuration error of the action (tag missing) or data error -> `failed`, with
+  Kartra's code and a hint, to be replayed after a fix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from relay.config import Config
+from relay.dispatch.backoff import Backoff
+from relay.dispatch.limiter import RateLimiter
+from relay.kartra import (
+    ACTIONS,
+    AccountError,
+    Credentials,
+    KartraCall,
+    KartraClient,
+    KartraError,
+    TransientError,
+    build_params,
+    mask,
+)
+from relay.logs import get_logger, mask_email
+from relay.store import queue
+from relay.store.tables import utcnow
+
+log = get_logger("relay.dispatch")
+
+LEASE = timedelta(minutes=5)
+KARTRA_TIMEOUT = (3.05, 6.0)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        *,
+        client: KartraClient | None = None,
+        limiter: RateLimiter | None = None,
+        backoff: Backoff | None = None,
+        wake: threading.Event | None = None,
+        senders: int = 8,
+        poll_interval: float = 1.0,
+        retry_wait: Any = None,
+    ):
+        self.config = config
+        self.engine = engine
+        self.client = client or KartraClient(
+            config.kartra_url, timeout=KARTRA_TIMEOUT, test_mode=config.kartra_test_mode
+        )
+        self.limiter = limiter or RateLimiter(config.kartra_rate_limit)
+        self.backoff = backoff or Backoff(first=config.retry_first_delay)
+        self.wake = wake or threading.Event()
+        self.stop = threading.Event()
+        self.senders = senders
+        self.poll_interval = poll_interval
+        self.retry_wait = retry_wait or wait_exponential_jitter(initial=1, max=4, jitter=0.5)
+        self.name = worker_name()
+
+    def run(self) -> None:
+        """Deliver until `stop` is set, then finish the calls in flight and give back
+        the claims not yet started."""
+        log.info(
+            "worker_started",
+            worker=self.name,
+            mode=self.config.mode,
+            rate_limit=self.config.kartra_rate_limit,
+            senders=self.senders,
+        )
+        in_flight: set[Future] = set()
+        with ThreadPoolExecutor(self.senders, thread_name_prefix="sender") as pool:
+            while not self.stop.is_set():
+                in_flight = {f for f in in_flight if not f.done()}
+                free = self.senders - len(in_flight)
+                self.wake.clear()
+                claimed = self._claim(free) if free else []
+                for delivery in claimed:
+                    in_flight.add(pool.submit(self._process_and_wake, delivery))
+                if len(claimed) < free or not free:
+                    self.wake.wait(self.poll_interval)
+        released = queue.release(self.engine, self.name)
+        log.info("worker_stopped", worker=self.name, released=released)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def run_once(self) -> int:
+        """Claim what is due and deliver it in this thread; for tests and `relay try`."""
+        claimed = self._claim(self.senders)
+        for delivery in claimed:
+            self.process(delivery)
+        return len(claimed)
+
+    def _claim(self, limit: int) -> list[queue.Claimed]:
+        try:
+            return queue.claim(self.engine, self.name, limit=limit, lease=LEASE)
+        except Exception:
+            log.exception("claim_failed", worker=self.name)
+            return []
+
+    def _process_and_wake(self, delivery: queue.Claimed) -> None:
+        try:
+            self.process(delivery)
+        except Exception:
+            log.exception("delivery_crashed", delivery_id=delivery.id, event_id=delivery.event_id)
+        finally:
+            self.wake.set()
+
+    def process(self, delivery: queue.Claimed) -> None:
+        if self.config.dry_run:
+            self._record_dry_run(delivery)
+            return
+        account = self.config.accounts.get(delivery.account)
+        if account is None:
+            queue.finish(
+                self.engine,
+                delivery,
+                status="failed",
+                records=[],
+                done=delivery.done,
+                lead_id=delivery.lead_id,
+                error=f"no credentials for Kartra account {delivery.account!r}",
+            )
+            return
+        credentials = Credentials(self.config.kartra_app_id, account.api_key, account.api_password)
+        Sending(self, delivery, credentials).run()
+
+    def _record_dry_run(self, delivery: queue.Claimed) -> None:
+        credentials = Credentials(self.config.kartra_app_id or "(not set)", "***", "***")
+        params = build_params(
+            credentials, delivery.plan, lead_id=delivery.lead_id, done=delivery.done
+        )
+        record = queue.AttemptRecord(utcnow(), 0.0, mask(params), None, None, "dry_run")
+        queue.finish(
+            self.engine,
+            delivery,
+            status="dry_run",
+            records=[record],
+            done=delivery.done,
+            lead_id=delivery.lead_id,
+        )
+        log.info(
+            "kartra_call",
+            **_context(delivery),
+            attempt=delivery.attempts + 1,
+            commands=_commands(params),
+            duration_ms=0,
+            http_status=None,
+            results=[],
+            outcome="dry_run",
+        )
+
+
+class Sending:
+    """One attempt at one delivery: a few quick tries, then the verdict is stored."""
+
+    def __init__(self, dispatcher: Dispatcher, delivery: queue.Claimed, credentials: Credentials):
+        self.d = dispatcher
+        self.delivery = delivery
+        self.credentials = credentials
+        self.email = (delivery.plan.get("lead") or {}).get("email")
+        self.lead_id_before = delivery.lead_id or self._known_lead_id()
+        self.lead_id = self.lead_id_before
+        self.done = list(delivery.done)
+        self.calls: list[KartraCall] = []
+
+    def _known_lead_id(self) -> str | None:
+        if not self.email:
+            return None
+        return queue.known_lead_id(self.d.engine, self.delivery.account, self.email)
+
+    def run(self) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception(self._worth_retrying_now),
+            stop=stop_after_attempt(3) | stop_when_event_set(self.d.stop),
+            wait=self.d.retry_wait,
+            reraise=True,
+        )
+        try:
+            retrying(self._try_once)
+        except AccountError as exc:
+            queue.pause_account(self.d.engine, self.delivery.account, str(exc))
+            log.warning("account_paused", account=self.delivery.account, reason=str(exc))
+            self._finish("pending", str(exc), count_attempt=False)
+        except TransientError as exc:
+            self._finish_transient(exc)
+        except KartraError as exc:
+            self._finish("failed", str(exc))
+        else:
+            self._finish("delivered", None)
+
+    def _try_once(self) -> None:
+        try:
+            outcome = self.d.client.deliver(
+                self.credentials,
+                self.delivery.plan,
+                lead_id=self.lead_id,
+                done=self.done,
+                acquire=self.d.limiter.acquire,
+            )
+        except KartraError as exc:
+            self._absorb(exc.outcome)
+            raise
+        self._absorb(outcome)
+
+    def _absorb(self, outcome) -> None:
+        if outcome is None:
+            return
+        attempt = self.delivery.attempts + 1
+        for call in outcome.calls:
+            self.calls.append(call)
+            log.info(
+                "kartra_call",
+                **_context(self.delivery),
+                lead=mask_email(self.email),
+                attempt=attempt,
+                commands=_commands(call.request),
+                duration_ms=round(call.duration_ms, 1),
+                http_status=call.http_status,
+                results=[{"cmd": r.cmd, "status": r.status, "type": r.type} for r in call.results],
+                outcome=_call_outcome(call),
+                error=call.error,
+            )
+        self.lead_id = outcome.lead_id
+        self.done = sorted(set(self.done) | set(outcome.done))
+
+    def _worth_retrying_now(self, exc: BaseException) -> bool:
+        return isinstance(exc, TransientError) and not self._ambiguous_and_unsafe(exc)
+
+    def _ambiguous_and_unsafe(self, exc: TransientError) -> bool:
+        """A call that may have been applied must not be re-sent blindly when it
+        carried an action that adds up (points)."""
+        if not exc.ambiguous:
+            return False
+        actions = self.delivery.plan.get("actions") or []
+        return any(
+            i not in self.done and not ACTIONS[a["cmd"]].idempotent
+            for i, a in enumerate(actions)
+            if a.get("cmd") in ACTIONS
+        )
+
+    def _finish_transient(self, exc: TransientError) -> None:
+        if self._ambiguous_and_unsafe(exc):
+            self._finish(
+                "failed",
+                f"ambiguous: {exc}; the call may have been applied and "
+                "carries points: check the lead in Kartra, then replay",
+            )
+            return
+        attempt = self.delivery.attempts + 1
+        if self.d.backoff.exhausted(attempt):
+            self._finish("dead", f"gave up after {attempt} attempts: {exc}")
+            return
+        self._finish("pending", str(exc), next_attempt_at=utcnow() + self.d.backoff.delay(attempt))
+
+    def _finish(
+        self, status: str, error: str | None, *, next_attempt_at=None, count_attempt: bool = True
+    ) -> None:
+        if self.email and self.lead_id != self.lead_id_before:
+            queue.remember_lead(self.d.engine, self.delivery.account, self.email, self.lead_id)
+        queue.finish(
+            self.d.engine,
+            self.delivery,
+            status=status,
+            records=[_record(call) for call in self.calls],
+            done=self.done,
+            lead_id=self.lead_id,
+            error=error,
+            next_attempt_at=next_attempt_at,
+            count_attempt=count_attempt,
+        )
+        log.info(
+            "delivery_" + ("retry" if status == "pending" else status),
+            **_context(self.delivery),
+            calls=len(self.calls),
+            error=error,
+            next_attempt_at=next_attempt_at.isoformat() if next_attempt_at else None,
+        )
+
+
+def _context(delivery: queue.Claimed) -> dict[str, Any]:
+    return {
+        "event_id": delivery.event_id,
+        "delivery_id": delivery.id,
+        "rule": delivery.rule,
+        "account": delivery.account,
+    }
+
+
+def _commands(params: dict[str, Any]) -> list[str]:
+    return [a.get("cmd") for a in params.get("actions") or []]
+
+
+def _call_outcome(call: KartraCall) -> str:
+    """`ok`, or the class of the worst failure in this one call."""
+    kinds = [call.kind] if call.kind else []
+    kinds += [r.kind for r in call.results]
+    for kind in ("account", "transient", "ambiguous", "action_config", "data"):
+        if kind in kinds:
+            return kind
+    return "ok"
+
+
+def _record(call: KartraCall) -> queue.AttemptRecord:
+    finished = utcnow()
+    return queue.AttemptRecord(
+        started_at=finished - timedelta(milliseconds=call.duration_ms),
+        duration_ms=call.duration_ms,
+        request=call.request,
+        http_status=call.http_status,
+        response=call.response,
+        outcome=_call_outcome(call),
+        error=call.error,
+    )

@@ -1,0 +1,190 @@
+"""The dispatcher against the fake Kartra served over HTTP on 127.0.0.1 in a thread."""
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+from tenacity import wait_none
+from werkzeug.serving import make_server
+
+from relay.config import Account, Config
+from relay.dispatch.backoff import Backoff
+from relay.dispatch.limiter import RateLimiter
+from relay.dispatch.worker import Dispatcher
+from relay.kartra.fake import FakeKartra, create_app
+from relay.store import NewEvent, queue, store_event
+from relay.store.tables import attempts, deliveries, events, utcnow
+
+KEY, PASSWORD = "key-unit-SECRET-1", "pw-unit-SECRET-2"
+
+
+@pytest.fixture
+def fake():
+    return FakeKartra(app_id="app-1", accounts={KEY: PASSWORD},
+                      tags={"Customer", "Relay Demo"}, lists={"Relay Demo"})
+
+
+@pytest.fixture
+def kartra_url(fake):
+    server = make_server("127.0.0.1", 0, create_app(fake), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/api"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def config(kartra_url, **overrides):
+    values = {"kartra_url": kartra_url, "kartra_app_id": "app-1",
+              "accounts": {"default": Account("default", KEY, PASSWORD)}}
+    return Config(**{**values, **overrides})
+
+
+def dispatcher(engine, config, **kwargs):
+    kwargs.setdefault("retry_wait", wait_none())
+    return Dispatcher(config, engine, **kwargs)
+
+
+def enqueue(engine, email="jane@example.com", actions=None, account="default"):
+    plan = {"rule": "r", "account": account, "lead": {"email": email, "first_name": "Jane"},
+            "lead_mode": "upsert",
+            "actions": actions or [{"cmd": "assign_tag", "tag_name": "Customer"}]}
+    return store_event(engine, NewEvent(
+        route="t", dedupe_key=f"k{time.monotonic_ns()}", content_type=None, headers={},
+        query={}, body=b"", payload={}, status="queued", rule="r", reason=None, plans=[plan],
+    )).event_id
+
+
+def delivery(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(deliveries).order_by(deliveries.c.id.desc())).first()
+
+
+def event_status(engine, event_id):
+    with engine.connect() as conn:
+        return conn.execute(select(events.c.status).where(events.c.id == event_id)).scalar()
+
+
+def test_delivers_and_remembers_the_lead_id(engine, fake, kartra_url):
+    event_id = enqueue(engine)
+    assert dispatcher(engine, config(kartra_url)).run_once() == 1
+    assert event_status(engine, event_id) == "delivered"
+    lead = fake.find_lead("jane@example.com")
+    assert lead.tags == {"Customer"}
+    assert queue.known_lead_id(engine, "default", "jane@example.com") == lead.id
+    with engine.connect() as conn:
+        [attempt] = conn.execute(select(attempts)).all()
+    assert attempt.outcome == "ok" and attempt.http_status == 200
+    assert attempt.request["api_key"] != KEY and attempt.request["api_password"] != PASSWORD
+
+
+def test_test_mode_second_event_updates_the_lead_by_id(engine, kartra_url, fake):
+    fake.test_mode = True
+    cfg = config(kartra_url, kartra_test_mode=True)
+    enqueue(engine)
+    dispatcher(engine, cfg).run_once()
+    assert fake.find_lead("jane@kartra.com") is not None
+    second = enqueue(engine, actions=[{"cmd": "assign_tag", "tag_name": "Relay Demo"}])
+    dispatcher(engine, cfg).run_once()
+    assert event_status(engine, second) == "delivered"
+    assert fake.find_lead("jane@kartra.com").tags == {"Customer", "Relay Demo"}
+    assert len(fake.call_log()) == 2
+
+
+def test_transient_failure_is_retried_quickly_then_rescheduled(engine, fake, kartra_url):
+    fake.down = True
+    event_id = enqueue(engine)
+    dispatcher(engine, config(kartra_url)).run_once()
+    row = delivery(engine)
+    assert row.status == "pending" and row.attempts == 1
+    assert row.next_attempt_at > utcnow()
+    assert "503" in row.last_error
+    assert len(fake.call_log()) == 3
+    assert event_status(engine, event_id) == "queued"
+
+
+def test_exhausted_retries_make_the_delivery_dead(engine, fake, kartra_url):
+    fake.down = True
+    event_id = enqueue(engine)
+    dispatcher(engine, config(kartra_url), backoff=Backoff(max_attempts=1)).run_once()
+    assert delivery(engine).status == "dead"
+    assert event_status(engine, event_id) == "dead"
+
+
+def test_ambiguous_failure_is_not_resent_when_it_carries_points(engine, fake, kartra_url):
+    fake.down = True
+    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
+    dispatcher(engine, config(kartra_url)).run_once()
+    row = delivery(engine)
+    assert row.status == "failed" and "ambiguous" in row.last_error
+    assert len(fake.call_log()) == 1
+
+
+def test_bad_credentials_pause_the_account(engine, kartra_url, fake):
+    cfg = config(kartra_url, accounts={"default": Account("default", KEY, "wrong")})
+    enqueue(engine)
+    dispatcher(engine, cfg).run_once()
+    row = delivery(engine)
+    assert row.status == "pending" and row.attempts == 0
+    state = queue.account_states(engine)["default"]
+    assert state["paused"] and "233" in state["reason"]
+    assert dispatcher(engine, cfg).run_once() == 0
+    assert PASSWORD not in state["reason"] and "wrong" not in state["reason"]
+
+
+def test_missing_tag_fails_with_code_and_hint(engine, kartra_url):
+    event_id = enqueue(engine, actions=[{"cmd": "assign_tag", "tag_name": "Nope"}])
+    dispatcher(engine, config(kartra_url)).run_once()
+    row = delivery(engine)
+    assert row.status == "failed" and "212" in row.last_error and "Nope" in row.last_error
+    assert event_status(engine, event_id) == "failed"
+
+
+def test_dry_run_records_the_call_and_sends_nothing(engine, fake, kartra_url):
+    event_id = enqueue(engine)
+    dispatcher(engine, Config(kartra_url=kartra_url)).run_once()
+    assert event_status(engine, event_id) == "dry_run"
+    with engine.connect() as conn:
+        [attempt] = conn.execute(select(attempts)).all()
+    assert [a["cmd"] for a in attempt.request["actions"]] == ["create_lead", "assign_tag"]
+    assert fake.call_log() == []
+
+
+def test_unknown_account_fails_visibly(engine, kartra_url):
+    enqueue(engine, account="shop2")
+    dispatcher(engine, config(kartra_url)).run_once()
+    assert "no credentials" in delivery(engine).last_error
+
+
+def test_rate_limit_is_never_exceeded_by_concurrent_senders(engine, fake, kartra_url):
+    fake.tags.add("Customer")
+    for i in range(24):
+        enqueue(engine, email=f"lead{i}@example.com")
+    d = dispatcher(engine, config(kartra_url), limiter=RateLimiter(10), senders=8,
+                   poll_interval=0.05)
+    thread = threading.Thread(target=d.run)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while len(fake.call_log()) < 24 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    d.shutdown()
+    thread.join(10)
+    times = sorted(c["time"] for c in fake.call_log())
+    assert len(times) == 24
+    busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert busiest <= 10
+    assert all(c["status"] == 200 for c in fake.call_log())
+
+
+def test_shutdown_stops_promptly_and_releases_claims(engine, kartra_url):
+    d = dispatcher(engine, config(kartra_url), poll_interval=5)
+    thread = threading.Thread(target=d.run)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    d.shutdown()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2
