@@ -42,6 +42,7 @@ class Config:
     accounts: dict[str, Account] = field(default_factory=dict, repr=False)
     kartra_test_mode: bool = False
     kartra_rate_limit: float = 20.0
+    retry_first_delay: float = 30.0
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
@@ -69,6 +70,7 @@ class Config:
             accounts=_accounts(env),
             kartra_test_mode=_boolean(env, "KARTRA_TEST_MODE"),
             kartra_rate_limit=_number(env, "KARTRA_RATE_LIMIT", 20.0),
+            retry_first_delay=_number(env, "RETRY_FIRST_DELAY", 30.0),
             admin_token=_admin_token(env.get("ADMIN_TOKEN") or None),
             max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024),
             log_level=_log_level(env.get("LOG_LEVEL") or "info"),
@@ -139,7 +141,7 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
     if not 0 < value <= 1000:
-        raise ConfigError(f"{name}: expected a number of calls per second in (0, 1000]")
+        raise ConfigError(f"{name}: expected a number in (0, 1000]")
     return value
 
 

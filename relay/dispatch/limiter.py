@@ -3,8 +3,8 @@
 A sliding log of the last calls' start times: a call may start once fewer than
 `floor(rate)` calls started in the second before it (below 1 call/s: one call per
 `1/rate` seconds). The window is padded by `margin` seconds because Kartra counts
-calls when they arrive, and two requests can take different times to get there. The clock and the sleep are injectable, so the
-limiter is tested without waiting.
+calls when they arrive, and two requests can take different times to get there.
+The clock and the sleep are injectable, so the limiter is tested without waiting.
 """
 
 from __future__ import annotations
