@@ -2,17 +2,15 @@
 it, and a mock transport for answers the fake never gives (bad bodies, resets)."""
 
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from requests.adapters import BaseAdapter
-from werkzeug.serving import make_server
 
 from relay.kartra import Credentials, KartraClient
-from relay.kartra.fake import FakeKartra, create_app
+from relay.kartra.fake import FakeKartra
 
 APP_ID = "app-relay-test"
 # Distinctive values, so a leak is easy to find in any string.
@@ -36,28 +34,6 @@ def fake() -> FakeKartra:
         transactions={"5001": "9001"},
         subscriptions={"9001": "Active"},
     )
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[FakeKartra], str]]:
-    """Start a fake on a free 127.0.0.1 port; every server is shut down and joined after
-    the test (handler threads too, so no socket outlives it)."""
-    running = []
-
-    def start(fake: FakeKartra) -> str:
-        server = make_server("127.0.0.1", 0, create_app(fake), threaded=True)
-        server.daemon_threads = False
-        # A short poll interval keeps shutdown (and so each test) fast.
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-        thread.start()
-        running.append((server, thread))
-        return f"http://127.0.0.1:{server.server_port}/api"
-
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture
