@@ -1,0 +1,104 @@
+"""The filters for the chores every mapping meets, on top of Jinja's built-ins.
+
+Each filter is strict about its input: text (or a number) in, text out. A missing
+payload field reaches a filter as `StrictUndefined`, and turning it into text raises
+the usual "has no attribute" error, so `body.email | email` on a body without
+`email` rejects the event instead of sending an empty address.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jinja2 import Undefined
+
+from relay.mapping.errors import RenderError
+
+_MISSING = object()
+_WHOLE_NUMBER = re.compile(r"-?\d+")
+
+
+def _text(value: Any, filter_name: str) -> str:
+    if isinstance(value, Undefined):
+        return str(value)  # StrictUndefined raises UndefinedError naming the missing field
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise RenderError(f"{filter_name} expects text, got {type(value).__name__}")
+
+
+def email(value: Any) -> str:
+    """Trimmed and lower-cased, so `Jane@Example.COM ` and `jane@example.com` are one lead."""
+    return _text(value, "email").strip().lower()
+
+
+def first_name(value: Any) -> str:
+    """The first word of a full name: "Jane van der Berg" -> "Jane"."""
+    words = _text(value, "first_name").split()
+    return words[0] if words else ""
+
+
+def last_name(value: Any) -> str:
+    """Everything after the first word: "Jane van der Berg" -> "van der Berg"."""
+    return " ".join(_text(value, "last_name").split()[1:])
+
+
+def phone(value: Any) -> str:
+    """Digits only, keeping a leading "+": "+1 (555) 555-0110" -> "+15555550110"."""
+    text = _text(value, "phone").strip()
+    digits = "".join(c for c in text if c in "0123456789")
+    return ("+" if text.startswith("+") and digits else "") + digits
+
+
+def cents(value: Any) -> str:
+    """Integer minor units as a decimal string: 4900 -> "49.00", -5 -> "-0.05".
+
+    Refuses anything that is not a whole number, None included: an amount that
+    silently became "" would turn a partial refund into a full one.
+    """
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the missing field
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RenderError(f"cents expects a whole number of minor units, got {value!r}")
+    sign = "-" if value < 0 else ""
+    units, minor = divmod(abs(value), 100)
+    return f"{sign}{units}.{minor:02d}"
+
+
+def make_lookup(tables: Mapping[str, Mapping[str, Any]]) -> Callable[..., Any]:
+    """The `lookup(table, default)` filter over one mapping file's `tables`.
+
+    Keys are compared as text, so a payload's `1001` finds the table's `"1001"`.
+    Without a default a missing key rejects the event: a product nobody mapped
+    should be seen, not delivered without its tag.
+    """
+
+    def lookup(value: Any, table: str, default: Any = _MISSING) -> Any:
+        if table not in tables:
+            raise RenderError(f"lookup: no table {table!r} in this mapping file")
+        key = _text(value, "lookup")
+        if key in tables[table]:
+            return tables[table][key]
+        if default is _MISSING:
+            raise RenderError(f"lookup: {key!r} is not in table {table!r}")
+        return default
+
+    return lookup
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "email": email,
+    "first_name": first_name,
+    "last_name": last_name,
+    "phone": phone,
+    "cents": cents,
+}

@@ -1,0 +1,226 @@
+"""A compiled mapping and how it turns one event into delivery plans.
+
+Pure functions of the payload: no I/O, no clock, no randomness. `Mapping.render`
+never raises for a bad event; it answers "queued", "ignored" or "rejected" with a
+reason, so every event ends in a visible state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.kartra.commands import ACTIONS
+from relay.mapping.errors import RenderError
+from relay.mapping.expressions import Condition, Value
+
+MAX_REASON = 1000
+_NAME_KINDS = {"tag_name": "tags", "list_name": "lists", "sequence_name": "sequences"}
+
+
+@dataclass(frozen=True)
+class Action:
+    cmd: str
+    params: tuple[tuple[str, Value], ...]
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Lead:
+    mode: str
+    fields: tuple[tuple[str, Value], ...]
+    custom_fields: tuple[tuple[str, Value], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    when: Condition | None
+    lead: Lead | None
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What became of one event: "queued" with plans, "ignored" or "rejected" with a reason."""
+
+    status: str
+    rule: str | None
+    reason: str | None
+    plans: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One route's mapping file, validated and compiled."""
+
+    route: str
+    file: Path
+    description: str
+    verify: str | dict[str, Any]
+    status_code: int
+    redirect: str | None
+    account: str
+    rules: tuple[Rule, ...]
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    event_id_template: Value | None = None
+
+    def render(self, payload: dict[str, Any]) -> Rendered:
+        """The plans for one event; the first rule whose `when` holds decides.
+
+        `payload` is `{"body": dict, "headers": dict (lower-case names), "query": dict,
+        "route": str}`. Never raises: anything a template does wrong rejects the event
+        with a reason naming the rule and the key.
+        """
+        context = _context(payload, self.route)
+        for rule in self.rules:
+            try:
+                if rule.when is not None and not _at(rule, "when", rule.when, context):
+                    continue
+                plan = self._plan(rule, context)
+            except RenderError as exc:
+                return Rendered("rejected", rule.name, _cap(str(exc)))
+            if plan is None:
+                return Rendered("ignored", rule.name, f"rule {rule.name!r}: nothing to do")
+            return Rendered("queued", rule.name, None, [plan])
+        return Rendered("ignored", None, "no rule matched")
+
+    def event_id(self, payload: dict[str, Any]) -> str | None:
+        """The sender's event id (the de-duplication key), or None if the file names none.
+
+        An empty result is None too. Raises RenderError when the template fails (the
+        field is missing, say); the caller then de-duplicates on a hash of the raw body.
+        """
+        if self.event_id_template is None:
+            return None
+        value = self.event_id_template(_context(payload, self.route))
+        if isinstance(value, bool) or not isinstance(value, str | int | float | type(None)):
+            raise RenderError(f"event_id rendered a {type(value).__name__}, not text")
+        text = "" if value is None else str(value).strip()
+        return text or None
+
+    def names(self) -> dict[str, set[str]]:
+        """The literal tag, list, sequence and custom-field names this mapping uses.
+
+        Only names written as literals in the file: a name rendered from the payload or
+        from a lookup table cannot be checked before an event arrives.
+        """
+        names: dict[str, set[str]] = {
+            "tags": set(),
+            "lists": set(),
+            "sequences": set(),
+            "custom_fields": set(),
+        }
+        for rule in self.rules:
+            if rule.lead is not None:
+                names["custom_fields"].update(
+                    identifier for identifier, _ in rule.lead.custom_fields
+                )
+            for action in rule.actions:
+                for param, value in action.params:
+                    kind = _NAME_KINDS.get(param)
+                    if kind and value.literal and isinstance(value.source, str):
+                        names[kind].add(value.source)
+        return names
+
+    def _plan(self, rule: Rule, context: dict[str, Any]) -> dict[str, Any] | None:
+        lead = None if rule.lead is None else _lead(rule, context)
+        actions = []
+        for i, action in enumerate(rule.actions):
+            if action.when is not None and not _at(
+                rule, f"actions[{i}].when", action.when, context
+            ):
+                continue
+            actions.append(_action(rule, i, action, context))
+        if not actions and (lead is None or rule.lead.mode == "existing"):
+            return None
+        return {
+            "rule": rule.name,
+            "account": self.account,
+            "lead": lead,
+            "lead_mode": None if rule.lead is None else rule.lead.mode,
+            "actions": actions,
+        }
+
+
+def _context(payload: dict[str, Any], route: str) -> dict[str, Any]:
+    return {
+        "body": payload.get("body", {}),
+        "headers": payload.get("headers", {}),
+        "query": payload.get("query", {}),
+        "route": payload.get("route", route),
+    }
+
+
+def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
+    lead: dict[str, Any] = {}
+    for name, value in rule.lead.fields:
+        rendered = _scalar(rule, f"lead.{name}", value, context)
+        if not _empty(rendered):
+            lead[name] = rendered
+    custom_fields = []
+    for identifier, value in rule.lead.custom_fields:
+        path = f"lead.custom_fields.{identifier}"
+        rendered = _at(rule, path, value, context)
+        if isinstance(rendered, list | tuple):
+            rendered = [_plain(rule, path, item) for item in rendered]
+        else:
+            rendered = _plain(rule, path, rendered)
+        if not _empty(rendered):
+            custom_fields.append({"field_identifier": identifier, "field_value": rendered})
+    if custom_fields:
+        lead["custom_fields"] = custom_fields
+    if not (lead.get("email") or lead.get("id")):
+        raise RenderError(f"rule {rule.name!r} rendered no lead email or id")
+    return lead
+
+
+def _action(rule: Rule, index: int, action: Action, context: dict[str, Any]) -> dict[str, Any]:
+    command = ACTIONS[action.cmd]
+    item: dict[str, Any] = {"cmd": action.cmd}
+    for param, value in action.params:
+        path = f"actions[{index}].{param}"
+        rendered = _scalar(rule, path, value, context)
+        if not _empty(rendered):
+            item[param] = rendered
+        elif param in command.required:
+            raise RenderError(f"rule {rule.name!r}: {path} rendered empty")
+    if len(item) == 1 and command.params:
+        needs = " or ".join(command.optional)
+        raise RenderError(f"rule {rule.name!r}: actions[{index}] rendered none of {needs}")
+    return item
+
+
+def _at(rule: Rule, path: str, compiled: Value | Condition, context: dict[str, Any]) -> Any:
+    try:
+        return compiled(context)
+    except RenderError as exc:
+        raise RenderError(f"rule {rule.name!r}: {path}: {exc}") from exc
+
+
+def _scalar(rule: Rule, path: str, value: Value, context: dict[str, Any]) -> Any:
+    return _plain(rule, path, _at(rule, path, value, context))
+
+
+def _plain(rule: Rule, path: str, value: Any) -> str | int | float | bool | None:
+    """A JSON scalar: Markup and other str subclasses become plain str, and so on."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return float(value)
+    what = "a number JSON cannot hold" if isinstance(value, float) else f"a {type(value).__name__}"
+    raise RenderError(f"rule {rule.name!r}: {path} rendered {what}, not a single value")
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())
+
+
+def _cap(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
