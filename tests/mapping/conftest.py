@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from relay.mapping import MappingError, load_mapping
+from tests.conftest import FIXTURES, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"
-STRIPE = ROOT.parent / "shared" / "sources" / "fixtures" / "stripe"
+STRIPE = FIXTURES / "stripe"
 
 RICH = """
 description: Stripe checkout, refunds and cancellations

@@ -3,6 +3,7 @@
 import pytest
 
 from relay.mapping import Mapping, MappingError, Problem, load_mappings
+from tests.mapping.conftest import MAPPINGS, RICH, ROOT, STRIPE
 
 MINIMAL = """
 verify: none
@@ -22,7 +23,6 @@ def test_demo_loads(demo):
 
 
 def test_shipped_mappings_directory_loads():
-    from conftest import MAPPINGS
 
     assert "demo-form" in load_mappings(MAPPINGS)
 
@@ -46,7 +46,6 @@ def test_routes_come_from_file_names_and_skip_subdirectories(mapping_dir, write)
 
 
 def test_loading_is_deterministic_and_repeatable(mapping_dir, write):
-    from conftest import RICH
 
     write("shop.yaml", RICH)
     write("a.yaml", MINIMAL)
@@ -356,8 +355,6 @@ def test_a_top_level_list_is_refused(problems):
 def test_the_examples_in_the_docs_load(mapping_dir, event):
     """docs/mappings.md shows the shipped demo and a Stripe mapping that really work."""
     import json
-
-    from conftest import ROOT, STRIPE
 
     docs = (ROOT / "docs" / "mappings.md").read_text()
     blocks = [b.split("```", 1)[0] for b in docs.split("```yaml\n")[1:]]
