@@ -1,0 +1,94 @@
+"""The Flask application factory. Nothing happens at import; `create_app()` does it all."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import Flask, current_app, jsonify
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from relay import logs
+from relay.admin.health import bp as health_bp
+from relay.config import Config
+from relay.ingest.routes import bp as ingest_bp
+from relay.mapping import Mapping, load_mappings
+from relay.store import connect
+
+log = logs.get_logger("relay")
+
+
+@dataclass
+class Relay:
+    """What every request handler and the embedded dispatcher share."""
+
+    config: Config
+    engine: Engine
+    mappings: dict[str, Mapping]
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+def create_app(config: Config | None = None, engine: Engine | None = None) -> Flask:
+    """Build the app; raises `ConfigError` or `MappingError` for a bad set-up."""
+    config = config or Config.from_env()
+    configure_logging(config)
+    relay = Relay(
+        config, engine or connect(config.database_url), load_mappings(config.mappings_dir)
+    )
+    app = Flask("relay")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["relay"] = relay
+    app.register_blueprint(ingest_bp)
+    app.register_blueprint(health_bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _storage_error)
+    announce(relay)
+    return app
+
+
+def configure_logging(config: Config) -> None:
+    secrets = [config.admin_token or ""]
+    for account in config.accounts.values():
+        secrets += [account.api_key, account.api_password]
+    logs.configure(config.log_level, secrets)
+
+
+def announce(relay: Relay) -> None:
+    config = relay.config
+    log.info(
+        "relay_configured",
+        mode=config.mode,
+        kartra_url=config.kartra_url,
+        database=relay.engine.url.render_as_string(hide_password=True),
+        routes=sorted(relay.mappings),
+        accounts=sorted(config.accounts),
+        admin="on" if config.admin_token else "off (ADMIN_TOKEN not set)",
+    )
+    if config.dry_run:
+        log.warning(
+            "dry_run",
+            detail="no Kartra credentials: calls are recorded, not sent; "
+            "set KARTRA_APP_ID, KARTRA_API_KEY and KARTRA_API_PASSWORD to send",
+        )
+    for route, mapping in sorted(relay.mappings.items()):
+        if mapping.verify == "none":
+            log.warning(
+                "route_unverified",
+                route=route,
+                detail="verify: none - anyone who knows the URL can post events",
+            )
+
+
+def _http_error(exc: HTTPException):
+    if exc.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return jsonify(error=f"body larger than {limit} bytes (MAX_BODY_BYTES)"), 413
+    return jsonify(error=exc.description), exc.code
+
+
+def _storage_error(exc: OperationalError):
+    log.error("storage_unavailable", error=str(exc.orig))
+    return jsonify(error="storage unavailable; retry later"), 503

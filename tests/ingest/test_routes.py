@@ -1,0 +1,166 @@
+"""`POST /hooks/<route>` through the Flask test client, on a real SQLite database."""
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from relay.config import Config
+from relay.store.tables import deliveries, events
+from relay.web import create_app
+from tests.conftest import ROOT
+
+SHOP = """
+verify: none
+response: {status: 202}
+event_id: "{{ body.id }}"
+rules:
+  - name: purchase
+    when: body.type == 'purchase'
+    lead:
+      email: "{{ body.email | email }}"
+    actions:
+      - {cmd: assign_tag, tag_name: Customer}
+"""
+
+OPTIN = """
+verify: none
+response: {redirect: "https://example.com/thanks"}
+rules:
+  - name: optin
+    lead:
+      email: "{{ body.email }}"
+    actions:
+      - {cmd: subscribe_lead_to_list, list_name: News}
+"""
+
+
+@pytest.fixture
+def app(tmp_path, engine):
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "shop.yaml").write_text(SHOP)
+    (mappings / "optin.yaml").write_text(OPTIN)
+    (mappings / "demo-form.yaml").write_text((ROOT / "mappings" / "demo-form.yaml").read_text())
+    config = Config(database_url=str(engine.url), mappings_dir=mappings, max_body_bytes=2048)
+    return create_app(config, engine)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def rows(engine, table):
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(table))]
+
+
+def test_event_and_plan_are_committed_before_the_answer(client, engine, app):
+    raw = b"email=Jane%40Example.com+&first_name=Jane"
+    answer = client.post(
+        "/hooks/demo-form", data=raw, content_type="application/x-www-form-urlencoded"
+    )
+    assert answer.status_code == 200
+    [event] = rows(engine, events)
+    assert answer.json == {"event_id": event["id"], "status": "queued"}
+    assert event["payload"]["first_name"] == "Jane"
+    assert event["body"] == raw
+    [delivery] = rows(engine, deliveries)
+    assert delivery["plan"]["lead"]["email"] == "jane@example.com"
+    assert app.extensions["relay"].wake.is_set()
+
+
+def test_route_can_answer_202_and_dedupes_on_the_senders_event_id(client, engine):
+    body = {"id": "evt_1", "type": "purchase", "email": "a@b.co"}
+    first = client.post("/hooks/shop", json=body)
+    assert first.status_code == 202
+    retried = client.post("/hooks/shop", json={**body, "retry_count": 1})
+    assert retried.status_code == 200
+    assert retried.json == {
+        "event_id": first.json["event_id"],
+        "status": "queued",
+        "duplicate": True,
+    }
+    assert len(rows(engine, events)) == 1 and len(rows(engine, deliveries)) == 1
+
+
+def test_without_an_event_id_the_body_hash_dedupes(client, engine):
+    client.post("/hooks/optin", data={"email": "a@b.co"})
+    client.post("/hooks/optin", data={"email": "a@b.co"})
+    client.post("/hooks/optin", data={"email": "c@d.co"})
+    assert len(rows(engine, events)) == 2
+
+
+def test_no_matching_rule_is_stored_as_ignored(client, engine):
+    answer = client.post("/hooks/shop", json={"id": "evt_2", "type": "refund"})
+    assert answer.status_code == 202 and answer.json["status"] == "ignored"
+    [event] = rows(engine, events)
+    assert event["status"] == "ignored" and rows(engine, deliveries) == []
+
+
+def test_a_rule_without_email_rejects_with_a_stored_reason(client, engine):
+    answer = client.post("/hooks/demo-form", data={"first_name": "Nobody"})
+    assert answer.json["status"] == "rejected"
+    [event] = rows(engine, events)
+    assert event["reason"] and rows(engine, deliveries) == []
+
+
+def test_browser_form_posts_are_redirected_to_the_thank_you_page(client, engine):
+    answer = client.post(
+        "/hooks/optin",
+        data={"email": "a@b.co"},
+        headers={"Accept": "text/html,application/xhtml+xml"},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "https://example.com/thanks"
+    assert len(rows(engine, events)) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "words"),
+    [
+        ("/hooks/nope", {"json": {}}, 404, "unknown route"),
+        (
+            "/hooks/demo-form",
+            {"data": b"{", "content_type": "application/json"},
+            400,
+            "invalid JSON",
+        ),
+        ("/hooks/demo-form", {"data": b"a,b", "content_type": "text/csv"}, 415, "content type"),
+        ("/hooks/demo-form", {"data": {"email": "x" * 4000}}, 413, "larger than"),
+    ],
+)
+def test_refusals_store_nothing_and_name_the_problem(client, engine, path, kwargs, status, words):
+    answer = client.post(path, **kwargs)
+    assert answer.status_code == status
+    assert words in answer.json["error"]
+    assert rows(engine, events) == []
+
+
+def test_credentials_in_headers_are_not_stored(client, engine):
+    client.post(
+        "/hooks/demo-form",
+        data={"email": "a@b.co"},
+        headers={"Authorization": "Basic c2VjcmV0", "X-Custom": "kept"},
+    )
+    [event] = rows(engine, events)
+    assert "authorization" not in event["headers"]
+    assert event["headers"]["x-custom"] == "kept"
+
+
+def test_probes(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"] == {"mappings": True, "database": True}
+
+
+def test_readyz_fails_before_migrations(tmp_path):
+    from relay.store import connect
+
+    config = Config(database_url=f"sqlite:///{tmp_path}/empty.db", mappings_dir=ROOT / "mappings")
+    client = create_app(config, connect(config.database_url)).test_client()
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert json.loads(answer.data)["checks"]["database"] is False
