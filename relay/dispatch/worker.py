@@ -177,6 +177,7 @@ class Dispatcher:
         log.info(
             "kartra_call",
             **_context(delivery),
+            lead=mask_email((delivery.plan.get("lead") or {}).get("email")),
             attempt=delivery.attempts + 1,
             commands=_commands(params),
             duration_ms=0,

@@ -24,6 +24,8 @@ def test_dry_run_stores_the_calls_it_would_make_and_sends_nothing(relay_factory,
     [delivery] = event["deliveries"]
     [attempt] = delivery["calls"]
     assert attempt["outcome"] == "dry_run"
+    [line] = [x for x in relay.process.log_lines() if x.get("event") == "kartra_call"]
+    assert line["outcome"] == "dry_run" and line["lead"] == "j***@example.com"
     request = attempt["request"]
     assert request["lead"]["email"] == "jane@example.com"
     assert [a["cmd"] for a in request["actions"]] == [
