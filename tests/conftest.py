@@ -9,15 +9,52 @@ from werkzeug.serving import make_server
 
 from relay.kartra.fake import FakeKartra, create_app
 from relay.store import connect, migrate
+from tests.postgres import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "sources" / "fixtures"
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--db",
+        choices=(*DATABASES, "both"),
+        default="both",
+        help="Run database tests on SQLite, PostgreSQL or both (default).",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    if "database_url" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--db")
+        metafunc.parametrize(
+            "database_kind", DATABASES if chosen == "both" else (chosen,), scope="session"
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def engine(tmp_path):
-    engine = connect(f"sqlite:///{tmp_path / 'relay.db'}")
+def database_url(database_kind, tmp_path, request):
+    """An empty database of each kind the session tests: every test that stores
+    anything runs on SQLite and on PostgreSQL."""
+    if database_kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'relay.db'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = connect(database_url)
     migrate(engine)
     yield engine
     engine.dispose()

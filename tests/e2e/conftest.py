@@ -127,14 +127,14 @@ class FakeKartra:
 
 
 class Relay:
-    def __init__(self, tmp_path: Path, env: dict[str, str]):
+    def __init__(self, tmp_path: Path, database_url: str, env: dict[str, str]):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KARTRA_")}
         self.env.update(
             {
                 "PORT": str(self.port),
-                "DATABASE_URL": f"sqlite:///{tmp_path}/e2e.db",
+                "DATABASE_URL": database_url,
                 "RETRY_FIRST_DELAY": "1",
                 "PYTHONUNBUFFERED": "1",
                 **env,
@@ -214,11 +214,11 @@ def fake_kartra(tmp_path):
 
 
 @pytest.fixture
-def relay_factory(tmp_path):
+def relay_factory(tmp_path, database_url):
     started: list[Relay] = []
 
     def make(**env: str) -> Relay:
-        relay = Relay(tmp_path, env)
+        relay = Relay(tmp_path, database_url, env)
         started.append(relay)
         return relay
 
