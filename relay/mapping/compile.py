@@ -9,6 +9,8 @@ collected before anything is raised, so one `check` run shows everything to fix.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping as EnvMapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,16 @@ from relay.mapping.expressions import Sandbox, TemplateProblem
 from relay.mapping.files import FileProblem, read_yaml
 from relay.mapping.model import Action, Lead, Mapping, Rule
 from relay.mapping.schema import ROUTE_NAME, check_shape, in_file_order
+from relay.mapping.verify import resolve_verify
 
 SUFFIXES = (".yaml", ".yml")
 
 
-def load_mappings(directory: Path) -> dict[str, Mapping]:
-    """Every route's mapping in `directory`, by route name; raise MappingError if any is wrong."""
+def load_mappings(directory: Path, env: EnvMapping[str, str] | None = None) -> dict[str, Mapping]:
+    """Every route's mapping in `directory`, by route name; raise MappingError if any is wrong.
+
+    `env` (default: the process environment) supplies the `${NAME}` secrets of `verify:`.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise MappingError([Problem(str(directory), "", "mappings directory not found")])
@@ -43,7 +49,7 @@ def load_mappings(directory: Path) -> dict[str, Mapping]:
             )
             continue
         try:
-            mappings[path.stem] = load_mapping(path)
+            mappings[path.stem] = load_mapping(path, env)
         except MappingError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -51,7 +57,7 @@ def load_mappings(directory: Path) -> dict[str, Mapping]:
     return mappings
 
 
-def load_mapping(path: Path) -> Mapping:
+def load_mapping(path: Path, env: EnvMapping[str, str] | None = None) -> Mapping:
     """One mapping file; its route is the file stem. Raise MappingError with every problem."""
     file = str(path)
     route = path.stem
@@ -77,6 +83,10 @@ def load_mapping(path: Path) -> Mapping:
     rules = builder.rules(data.get("rules"))
     event_id = builder.value("event_id", data["event_id"]) if "event_id" in data else None
     problems += builder.problems
+    verify = data.get("verify")
+    if not problems:
+        verify, missing = resolve_verify(verify, os.environ if env is None else env, file)
+        problems += missing
     if problems:
         raise MappingError(in_file_order(problems, data))
     response = data.get("response") or {}
@@ -84,7 +94,7 @@ def load_mapping(path: Path) -> Mapping:
         route=route,
         file=path,
         description=data.get("description", ""),
-        verify=data["verify"],
+        verify=verify,
         status_code=response.get("status", 200),
         redirect=response.get("redirect"),
         account=data.get("account", "default"),

@@ -25,6 +25,7 @@ from marshmallow import (
 from relay.kartra.commands import ACTIONS, LEAD_COMMANDS, LEAD_FIELDS
 from relay.mapping.errors import Problem
 from relay.mapping.expressions import did_you_mean
+from relay.mapping.verify import check_verify
 
 ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
@@ -123,23 +124,15 @@ class Tables(fields.Field):
 
 
 class Verify(fields.Field):
-    """`none`, or `{scheme: <name>, ...}` kept as given for the verification room."""
+    """`none`, or `{scheme: <name>, ...}` checked per scheme (relay/mapping/verify.py)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if value == "none":
-            return value
-        if isinstance(value, dict):
-            if not isinstance(value.get("scheme"), str) or not value["scheme"]:
-                raise ValidationError(
-                    Hinted("needs a `scheme:`", "e.g. `verify: {scheme: stripe, secret: ...}`")
-                )
-            return value
-        raise ValidationError(
-            Hinted(
-                f"must be `none` or a mapping with `scheme:`, not {value!r}",
-                "`verify: none` accepts unsigned posts; signed senders use {scheme: <name>, ...}",
-            )
-        )
+        errors: dict[str, list[str]] = {}
+        for path, message, hint in check_verify(value):
+            errors.setdefault(path or "_schema", []).append(Hinted(message, hint))
+        if errors:
+            raise ValidationError(errors)
+        return value
 
 
 class _Strict(Schema):

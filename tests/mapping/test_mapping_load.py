@@ -29,7 +29,7 @@ def test_shipped_mappings_directory_loads():
 
 def test_rich_mapping_exposes_its_settings(rich):
     assert rich.route == "shop"
-    assert rich.verify == {"scheme": "stripe", "secret_env": "STRIPE_WEBHOOK_SECRET"}
+    assert rich.verify == {"scheme": "stripe", "secrets": ["whsec_test_secret"], "tolerance": 300}
     assert rich.status_code == 202
     assert rich.account == "shop_eu"
     assert rich.tables["levels"] == {"1": "gold", "2": "silver"}
