@@ -1,18 +1,32 @@
-"""The per-App rate limiter: never more than `rate` calls start in any 1-second window.
+"""The per-App rate limit: calls are paced one `interval` apart, never faster.
 
-A sliding log of the last calls' start times: a call may start once fewer than
-`floor(rate)` calls started in the second before it (below 1 call/s: one call per
-`1/rate` seconds). The window is padded by `margin` seconds because Kartra counts
-calls when they arrive, and two requests can take different times to get there.
-The clock and the sleep are injectable, so the limiter is tested without waiting.
+Kartra allows 20 calls per second per App and counts them when they arrive. Pacing
+(one call every 1/20 s, padded by `margin`) keeps any 1-second window at or under the
+limit, and unlike letting 20 calls go in a burst it leaves room for requests that take
+different times to get there. Each caller reserves the next free slot and sleeps until
+it; waiting here never spends a delivery's retries.
+
+- `RateLimiter` keeps the slot in process memory: the single-process default.
+- `SharedRateLimiter` keeps it in a PostgreSQL row, reserved with one UPDATE whose row
+  lock orders concurrent callers, and times slots by the database server's clock, so
+  every worker process on every machine shares the App's one budget.
+
+Clocks and sleep are injectable, so the pacing is tested without waiting.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+
+from sqlalchemy import Engine, text
+
+
+def pacing_interval(rate: float, margin: float) -> float:
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    return (1.0 + margin) / rate
 
 
 class RateLimiter:
@@ -24,27 +38,73 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.capacity = max(1, int(rate))
-        self.margin = margin
-        self.window = max(1.0, 1.0 / rate) + margin
+        self.interval = pacing_interval(rate, margin)
         self.clock = clock
         self.sleep = sleep
-        self._starts: deque[float] = deque()
+        self._next = float("-inf")
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
-        """Block until a call may start; returns the seconds waited."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self.clock()
-                while self._starts and self._starts[0] <= now - self.window:
-                    self._starts.popleft()
-                if len(self._starts) < self.capacity:
-                    self._starts.append(now)
-                    return waited
-                delay = self._starts[0] + self.window - now
-            self.sleep(delay)
-            waited += delay
+        """Block until this caller's slot; returns the seconds waited."""
+        with self._lock:
+            now = self.clock()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        wait = slot - now
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+
+_RESERVE = text(
+    """
+    WITH now AS (SELECT clock_timestamp() AS t)
+    UPDATE rate_limits
+    SET next_at = GREATEST(rate_limits.next_at, now.t) + make_interval(secs => :interval)
+    FROM now
+    WHERE rate_limits.key = :key
+    RETURNING EXTRACT(EPOCH FROM (rate_limits.next_at - now.t)) - :interval
+    """
+)
+
+
+class SharedRateLimiter:
+    def __init__(
+        self,
+        engine: Engine,
+        key: str,
+        rate: float,
+        *,
+        margin: float = 0.025,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.engine = engine
+        self.key = key
+        self.interval = pacing_interval(rate, margin)
+        self.sleep = sleep
+
+    def acquire(self) -> float:
+        """Reserve the App's next slot in the database and sleep until it."""
+        with self.engine.begin() as conn:
+            wait = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).scalar()
+            if wait is None:
+                conn.execute(
+                    text(
+                        "INSERT INTO rate_limits (key, next_at) VALUES (:key, "
+                        "clock_timestamp()) ON CONFLICT (key) DO NOTHING"
+                    ),
+                    {"key": self.key},
+                )
+                wait = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).scalar()
+        wait = float(wait)
+        if wait > 0:
+            self.sleep(wait)
+        return max(wait, 0.0)
+
+
+def rate_limiter_for(engine: Engine, app_id: str | None, rate: float):
+    """Shared through the database on PostgreSQL; in process memory on SQLite, where
+    the relay runs as one process."""
+    if engine.dialect.name == "postgresql":
+        return SharedRateLimiter(engine, f"kartra-app:{app_id or 'dry-run'}", rate)
+    return RateLimiter(rate)

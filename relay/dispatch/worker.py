@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -37,7 +38,7 @@ from tenacity import (
 
 from relay.config import Config
 from relay.dispatch.backoff import Backoff
-from relay.dispatch.limiter import RateLimiter
+from relay.dispatch.limiter import RateLimiter, rate_limiter_for
 from relay.kartra import (
     ACTIONS,
     AccountError,
@@ -52,10 +53,12 @@ from relay.kartra import (
 from relay.logs import get_logger, mask_email
 from relay.store import queue
 from relay.store.tables import utcnow
+from relay.store.wakeup import listen
 
 log = get_logger("relay.dispatch")
 
 LEASE = timedelta(minutes=5)
+HEARTBEAT = 5.0
 KARTRA_TIMEOUT = (3.05, 6.0)
 
 
@@ -82,7 +85,9 @@ class Dispatcher:
         self.client = client or KartraClient(
             config.kartra_url, timeout=KARTRA_TIMEOUT, test_mode=config.kartra_test_mode
         )
-        self.limiter = limiter or RateLimiter(config.kartra_rate_limit)
+        self.limiter = limiter or rate_limiter_for(
+            engine, config.kartra_app_id, config.kartra_rate_limit
+        )
         self.backoff = backoff or Backoff(first=config.retry_first_delay)
         self.wake = wake or threading.Event()
         self.stop = threading.Event()
@@ -101,9 +106,15 @@ class Dispatcher:
             rate_limit=self.config.kartra_rate_limit,
             senders=self.senders,
         )
+        started_at = utcnow()
+        next_beat = 0.0
         in_flight: set[Future] = set()
+        listener = listen(self.engine, self.wake, self.stop)
         with ThreadPoolExecutor(self.senders, thread_name_prefix="sender") as pool:
             while not self.stop.is_set():
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT
+                    self._beat(started_at)
                 in_flight = {f for f in in_flight if not f.done()}
                 free = self.senders - len(in_flight)
                 self.wake.clear()
@@ -112,8 +123,17 @@ class Dispatcher:
                     in_flight.add(pool.submit(self._process_and_wake, delivery))
                 if len(claimed) < free or not free:
                     self.wake.wait(self.poll_interval)
+        if listener:
+            listener.join(timeout=5)
         released = queue.release(self.engine, self.name)
+        queue.forget_worker(self.engine, self.name)
         log.info("worker_stopped", worker=self.name, released=released)
+
+    def _beat(self, started_at) -> None:
+        try:
+            queue.beat(self.engine, self.name, started_at)
+        except Exception:
+            log.exception("heartbeat_failed", worker=self.name)
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -198,7 +218,10 @@ class Sending:
         self.lead_id_before = delivery.lead_id or self._known_lead_id()
         self.lead_id = self.lead_id_before
         self.done = list(delivery.done)
-        self.calls: list[KartraCall] = []
+        self.calls: list[tuple[KartraCall, bool]] = []
+        self.after_ambiguous = delivery.attempts > 0 and queue.last_call_ambiguous(
+            dispatcher.engine, delivery.id
+        )
 
     def _known_lead_id(self) -> str | None:
         if not self.email:
@@ -244,7 +267,8 @@ class Sending:
             return
         attempt = self.delivery.attempts + 1
         for call in outcome.calls:
-            self.calls.append(call)
+            outcome_kind = _call_outcome(call)
+            self.calls.append((call, self.after_ambiguous))
             log.info(
                 "kartra_call",
                 **_context(self.delivery),
@@ -254,9 +278,11 @@ class Sending:
                 duration_ms=round(call.duration_ms, 1),
                 http_status=call.http_status,
                 results=[{"cmd": r.cmd, "status": r.status, "type": r.type} for r in call.results],
-                outcome=_call_outcome(call),
+                outcome=outcome_kind,
+                ambiguous_retry=self.after_ambiguous,
                 error=call.error,
             )
+            self.after_ambiguous = self.after_ambiguous or outcome_kind == "ambiguous"
         self.lead_id = outcome.lead_id
         self.done = sorted(set(self.done) | set(outcome.done))
 
@@ -298,7 +324,7 @@ class Sending:
             self.d.engine,
             self.delivery,
             status=status,
-            records=[_record(call) for call in self.calls],
+            records=[_record(call, ambiguous) for call, ambiguous in self.calls],
             done=self.done,
             lead_id=self.lead_id,
             error=error,
@@ -337,7 +363,8 @@ def _call_outcome(call: KartraCall) -> str:
     return "ok"
 
 
-def _record(call: KartraCall) -> queue.AttemptRecord:
+def _record(call: KartraCall, ambiguous: bool) -> queue.AttemptRecord:
+    """`ambiguous`: this call repeats one that may already have been applied."""
     finished = utcnow()
     return queue.AttemptRecord(
         started_at=finished - timedelta(milliseconds=call.duration_ms),
@@ -347,4 +374,5 @@ def _record(call: KartraCall) -> queue.AttemptRecord:
         response=call.response,
         outcome=_call_outcome(call),
         error=call.error,
+        ambiguous=ambiguous,
     )

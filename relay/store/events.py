@@ -11,6 +11,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from relay.store.tables import deliveries, events, utcnow
+from relay.store.wakeup import notify
 
 
 def new_event_id() -> str:
@@ -96,6 +97,7 @@ def store_event(engine: Engine, new: NewEvent) -> Stored:
                         for plan in new.plans
                     ],
                 )
+                notify(conn)
     except IntegrityError:
         original = find_duplicate(engine, new.route, new.dedupe_key)
         if original is None:

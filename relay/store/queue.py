@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from relay.store.tables import accounts, attempts, deliveries, events, leads, utcnow
+from relay.store.db import upsert
+from relay.store.tables import accounts, attempts, deliveries, events, leads, utcnow, workers
 
 UNFINISHED = ("pending",)
 FINAL_DELIVERY_STATUSES = ("delivered", "failed", "dead", "dry_run")
@@ -42,6 +43,7 @@ class AttemptRecord:
     response: Any
     outcome: str
     error: str | None = None
+    ambiguous: bool = False
 
 
 def claim(
@@ -133,6 +135,7 @@ def finish(
                         "response": r.response,
                         "outcome": r.outcome,
                         "error": r.error,
+                        "ambiguous": r.ambiguous,
                     }
                     for r in records
                 ],
@@ -166,6 +169,19 @@ def release(engine: Engine, worker: str) -> int:
         ).rowcount
 
 
+def last_call_ambiguous(engine: Engine, delivery_id: int) -> bool:
+    """Whether an earlier call for this delivery may have been applied without an answer:
+    then every later call may repeat it."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(
+                exists().where(
+                    attempts.c.delivery_id == delivery_id, attempts.c.outcome == "ambiguous"
+                )
+            )
+        ).scalar()
+
+
 def known_lead_id(engine: Engine, account: str, email: str) -> str | None:
     with engine.connect() as conn:
         return conn.execute(
@@ -178,15 +194,20 @@ def known_lead_id(engine: Engine, account: str, email: str) -> str | None:
 def remember_lead(engine: Engine, account: str, email: str, kartra_id: str | None) -> None:
     """Remember (or forget, with `kartra_id=None`) the Kartra lead id of an email."""
     email = email.strip().lower()
-    now = utcnow()
     with engine.begin() as conn:
-        conn.execute(leads.delete().where(leads.c.account == account, leads.c.email == email))
         if kartra_id:
-            conn.execute(
-                insert(leads).values(
-                    account=account, email=email, kartra_id=str(kartra_id), updated_at=now
-                )
+            upsert(
+                conn,
+                leads,
+                {
+                    "account": account,
+                    "email": email,
+                    "kartra_id": str(kartra_id),
+                    "updated_at": utcnow(),
+                },
             )
+        else:
+            conn.execute(leads.delete().where(leads.c.account == account, leads.c.email == email))
 
 
 def pause_account(engine: Engine, name: str, reason: str) -> None:
@@ -204,17 +225,23 @@ def resume_account(engine: Engine, name: str) -> bool:
 
 
 def _set_paused(engine: Engine, name: str, paused: bool, reason: str | None) -> None:
-    now = utcnow()
     with engine.begin() as conn:
-        changed = conn.execute(
-            update(accounts)
-            .where(accounts.c.name == name)
-            .values(paused=paused, reason=reason, changed_at=now)
-        ).rowcount
-        if not changed:
-            conn.execute(
-                insert(accounts).values(name=name, paused=paused, reason=reason, changed_at=now)
-            )
+        upsert(
+            conn,
+            accounts,
+            {"name": name, "paused": paused, "reason": reason, "changed_at": utcnow()},
+        )
+
+
+def beat(engine: Engine, worker: str, started_at: datetime) -> None:
+    """Say this dispatcher is alive (readiness checks read `workers.seen_at`)."""
+    with engine.begin() as conn:
+        upsert(conn, workers, {"name": worker, "started_at": started_at, "seen_at": utcnow()})
+
+
+def forget_worker(engine: Engine, worker: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(workers.delete().where(workers.c.name == worker))
 
 
 def account_states(engine: Engine) -> dict[str, dict[str, Any]]:

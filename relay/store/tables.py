@@ -5,6 +5,8 @@
 - `attempts`: every Kartra call made (or, in dry-run, that would have been made).
 - `leads`: the Kartra lead id the relay learned for each email, per account.
 - `accounts`: which Kartra accounts are paused by a configuration error.
+- `rate_limits`: the next free call slot per Kartra App, shared by every worker.
+- `workers`: each dispatcher's last sign of life, for readiness checks.
 
 Times are stored as timezone-aware UTC on both SQLite and PostgreSQL (`UTCDateTime`).
 """
@@ -29,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 
@@ -119,6 +122,7 @@ attempts = Table(
     Column("response", JSON),
     Column("outcome", String(24), nullable=False),
     Column("error", Text),
+    Column("ambiguous", Boolean, nullable=False, default=False, server_default=false()),
     Index(None, "delivery_id"),
 )
 
@@ -138,4 +142,19 @@ accounts = Table(
     Column("paused", Boolean, nullable=False, default=False),
     Column("reason", Text),
     Column("changed_at", UTCDateTime, nullable=False),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("next_at", UTCDateTime, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
 )

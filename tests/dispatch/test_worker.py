@@ -208,3 +208,81 @@ def test_shutdown_stops_promptly_and_releases_claims(engine, kartra_url):
     thread.join(10)
     assert not thread.is_alive()
     assert time.monotonic() - started < 2
+
+
+def test_a_retry_after_an_ambiguous_failure_is_marked_ambiguous(engine, fake, kartra_url):
+    fake.down = True
+
+    def recover_then_wait(retry_state):
+        fake.down = False
+        return 0
+
+    enqueue(engine)
+    dispatcher(engine, config(kartra_url), retry_wait=recover_then_wait).run_once()
+    assert delivery(engine).status == "delivered"
+    with engine.connect() as conn:
+        first, second = conn.execute(select(attempts).order_by(attempts.c.id)).all()
+    assert (first.outcome, first.ambiguous) == ("ambiguous", False)
+    assert (second.outcome, second.ambiguous) == ("ok", True)
+
+
+def test_a_later_attempt_still_knows_an_earlier_call_was_ambiguous(engine, fake, kartra_url):
+    fake.down = True
+    enqueue(engine)
+    d = dispatcher(engine, config(kartra_url), backoff=Backoff(first=0.001, jitter=0))
+    d.run_once()
+    fake.down = False
+    time.sleep(0.01)
+    d.run_once()
+    with engine.connect() as conn:
+        last = conn.execute(select(attempts).order_by(attempts.c.id.desc())).first()
+    assert (last.outcome, last.ambiguous) == ("ok", True)
+
+
+def test_heartbeat_while_running(engine, kartra_url):
+    from relay.store.tables import workers
+
+    d = dispatcher(engine, config(kartra_url), poll_interval=0.05)
+    thread = threading.Thread(target=d.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(select(workers.c.name)).scalars().all() == [d.name]:
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("no heartbeat")
+    finally:
+        d.shutdown()
+        thread.join(10)
+    with engine.connect() as conn:
+        assert conn.execute(select(workers)).all() == []
+
+
+def test_a_stored_delivery_wakes_an_idle_dispatcher_through_the_database(
+    postgres, fake, kartra_url
+):
+    """On PostgreSQL the storing transaction NOTIFYs; the poll interval here is far
+    longer than the test, so only the notification can explain a quick delivery."""
+    from relay.store import connect, migrate
+
+    engine = connect(postgres.new_database())
+    migrate(engine)
+    d = dispatcher(engine, config(kartra_url), poll_interval=60)
+    thread = threading.Thread(target=d.run)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        stored_at = time.time()
+        enqueue(engine)
+        deadline = time.monotonic() + 10
+        while not fake.call_log() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert fake.call_log(), "the dispatcher was not woken"
+        assert fake.call_log()[0]["time"] - stored_at < 2
+    finally:
+        d.shutdown()
+        thread.join(10)
+        engine.dispose()
