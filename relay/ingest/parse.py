@@ -5,6 +5,8 @@ of strings, lists and dicts, so a mapping never cares how the sender encoded it.
 keys in PHP bracket style (`customer[email]`, `items[0][sku]`, `tags[]`) become nested
 dicts and lists, the way the senders that use them (ThriveCart, Gumroad, Kartra itself)
 mean them. Uploaded files are never kept: a file field records its name, type and size.
+Jotform posts its answers as a JSON string in the form field `rawRequest`; that string
+is decoded in place, so a mapping reads `body.rawRequest.q4_email` like any field.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return _json(raw, charset)
     if mimetype == "application/x-www-form-urlencoded":
-        return _urlencoded(raw, options.get("charset") or _charset_field(raw) or "utf-8")
+        return _raw_request(
+            _urlencoded(raw, options.get("charset") or _charset_field(raw) or "utf-8")
+        )
     if mimetype == "multipart/form-data":
-        return _multipart(content_type or "", raw)
+        return _raw_request(_multipart(content_type or "", raw))
     if not mimetype and raw.lstrip()[:1] in (b"{", b"\xef"):
         return _json(raw, charset)
     raise BodyError(
@@ -108,6 +112,20 @@ def _urlencoded(raw: bytes, charset: str) -> dict[str, Any]:
     except ValueError:
         raise BodyError(f"form has more than {MAX_FIELDS} fields") from None
     return nest(pairs)
+
+
+def _raw_request(form: dict[str, Any]) -> dict[str, Any]:
+    """Jotform's `rawRequest` JSON string as the object it holds; left as text if it is not one."""
+    text = form.get("rawRequest")
+    if isinstance(text, str) and text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return form
+        if isinstance(value, dict):
+            _check_depth(value)
+            form["rawRequest"] = value
+    return form
 
 
 def _charset_field(raw: bytes) -> str | None:

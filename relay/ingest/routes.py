@@ -1,13 +1,21 @@
-"""`POST /hooks/<route>`: parse, map, store, answer. No network, one transaction."""
+"""`POST /hooks/<route>`: verify, parse, map, store, answer. One transaction.
+
+Verification comes first, on the exact bytes received: a delivery that fails it is
+answered 401 with no detail, logged with the reason (never a secret), counted, and
+nothing is stored. The only network the ingest path may use is a PayPal certificate
+download, once per certificate (relay/ingest/verify/paypal.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import time
 
 from flask import Blueprint, current_app, jsonify, redirect, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.ingest.parse import BodyError, header_dict, parse_body
+from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
 from relay.logs import get_logger
 from relay.mapping import RenderError
 from relay.store import NewEvent, store_event
@@ -27,12 +35,24 @@ def receive(route: str):
         return jsonify(error=f"unknown route {route!r}"), 404
     raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
+        verify(mapping.verify, _delivery(raw))
+    except Ping as exc:
+        log.info("sender_ping", route=route, detail=str(exc))
+        return jsonify(status="ping"), 200
+    except Rejected as exc:
+        count_failure(route)
+        log.warning(
+            "verification_failed", route=route, scheme=mapping.verify["scheme"], reason=str(exc)
+        )
+        return jsonify(error="unauthorized"), 401
+    try:
         body = parse_body(request.content_type, raw)
     except BodyError as exc:
         log.info("event_refused", route=route, status=exc.status, reason=str(exc))
         return jsonify(error=str(exc)), exc.status
-    headers = header_dict(request.headers, DROPPED_HEADERS)
-    query = request.args.to_dict()
+    headers, query = _without_token(
+        mapping.verify, header_dict(request.headers, DROPPED_HEADERS), request.args.to_dict(), body
+    )
     payload = {"body": body, "headers": headers, "query": query, "route": route}
     rendered = mapping.render(payload)
     stored = store_event(
@@ -69,6 +89,38 @@ def receive(route: str):
     if not stored.created:
         return jsonify({**answer, "duplicate": True}), 200
     return jsonify(answer), mapping.status_code
+
+
+@bp.route("/hooks/<route>", methods=["HEAD"])
+def probe(route: str):
+    """ThriveCart (and others) send HEAD when a URL is saved and refuse it unless it is 2xx."""
+    known = route in current_app.extensions["relay"].mappings
+    return ("", 200) if known else ("", 404)
+
+
+def _delivery(raw: bytes) -> Delivery:
+    """The request as verifiers see it. Every header is there, `Authorization` included
+    (HTTP Basic needs it), unlike the stored copy. `relay.clock` and
+    `relay.paypal_certificates` in `app.extensions` let tests fix the time and the
+    certificate source."""
+    extensions = current_app.extensions
+    return Delivery(
+        body=raw,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        query=request.args.to_dict(flat=False),
+        now=extensions.get("relay.clock", time.time)(),
+        certificates=extensions.get("relay.paypal_certificates"),
+    )
+
+
+def _without_token(spec, headers: dict, query: dict, body: dict) -> tuple[dict, dict]:
+    """Headers and query without the route's shared token, which must not be stored or
+    reach a template; a token sent as a body field is removed from the parsed body."""
+    if isinstance(spec, dict) and spec["scheme"] == "token":
+        headers = {k: v for k, v in headers.items() if k != spec.get("header", "").lower()}
+        query = {k: v for k, v in query.items() if k != spec.get("query")}
+        body.pop(spec.get("field", ""), None)
+    return headers, query
 
 
 def _read_body(limit: int) -> bytes:

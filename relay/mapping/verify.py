@@ -175,9 +175,10 @@ def resolve_verify(value: Any, env: Mapping[str, str], file: str) -> tuple[Any, 
     problems: list[Problem] = []
 
     def read(path: str, item: str) -> Secret:
-        name = ENV_REFERENCE.fullmatch(item).group(1) if isinstance(item, str) else None
-        if name is None:
+        match = ENV_REFERENCE.fullmatch(item)
+        if match is None:
             return Secret(item)
+        name = match.group(1)
         secret = env.get(name, "")
         if not secret:
             state = "is empty" if name in env else "is not set"

@@ -143,3 +143,13 @@ def test_html_checkbox_group_keeps_every_value():
     assert parsed["interest"] == ["Coaching", "Workshops"]
     assert parsed["phone"] == "+1 (555) 555-0110"
     assert parsed["website"] == ""
+
+
+def test_jotform_raw_request_is_decoded_in_place():
+    body = parse_body(*fixture("jotform/submission.txt"))
+    assert body["rawRequest"]["q4_email"] == "liam.obrien@example.com"
+    assert body["rawRequest"]["q3_name"] == {"first": "Liam", "last": "O'Brien"}
+    assert (
+        parse_body("application/x-www-form-urlencoded", b"rawRequest=%7Bnot+json")["rawRequest"]
+        == "{not json"
+    )
