@@ -103,14 +103,34 @@ def _kartra_url(url: str) -> str:
 
 
 def _accounts(env: Mapping[str, str]) -> dict[str, Account]:
+    """The default account from KARTRA_API_KEY/KARTRA_API_PASSWORD, plus one per name in
+    KARTRA_ACCOUNTS with KARTRA_<NAME>_API_KEY/KARTRA_<NAME>_API_PASSWORD."""
+    accounts = {}
     key = env.get("KARTRA_API_KEY") or None
     password = env.get("KARTRA_API_PASSWORD") or None
     if bool(key) != bool(password):
         missing = "KARTRA_API_PASSWORD" if key else "KARTRA_API_KEY"
         raise ConfigError(f"{missing}: required when the other Kartra credential is set")
-    if key and not env.get("KARTRA_APP_ID"):
-        raise ConfigError("KARTRA_APP_ID: required when KARTRA_API_KEY is set")
-    return {"default": Account("default", key, password)} if key else {}
+    if key:
+        accounts["default"] = Account("default", key, password)
+    for name in (n.strip() for n in (env.get("KARTRA_ACCOUNTS") or "").split(",")):
+        if not name:
+            continue
+        if not re.fullmatch(r"[a-z0-9_]+", name) or name == "default":
+            raise ConfigError(
+                f"KARTRA_ACCOUNTS: {name!r} is not a valid account name "
+                "(lower-case letters, digits and _, not 'default')"
+            )
+        prefix = f"KARTRA_{name.upper()}_"
+        for suffix in ("API_KEY", "API_PASSWORD"):
+            if not env.get(prefix + suffix):
+                raise ConfigError(
+                    f"{prefix}{suffix}: required for account {name!r} named in KARTRA_ACCOUNTS"
+                )
+        accounts[name] = Account(name, env[prefix + "API_KEY"], env[prefix + "API_PASSWORD"])
+    if accounts and not env.get("KARTRA_APP_ID"):
+        raise ConfigError("KARTRA_APP_ID: required when Kartra credentials are set")
+    return accounts
 
 
 def _admin_token(token: str | None) -> str | None:

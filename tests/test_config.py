@@ -54,6 +54,12 @@ def test_database_url_accepts_heroku_spellings(url, expected):
         ({"KARTRA_API_KEY": "k"}, "KARTRA_API_PASSWORD"),
         ({"KARTRA_API_PASSWORD": "p"}, "KARTRA_API_KEY"),
         ({"KARTRA_API_KEY": "k", "KARTRA_API_PASSWORD": "p"}, "KARTRA_APP_ID"),
+        ({"KARTRA_ACCOUNTS": "Shop-EU"}, "KARTRA_ACCOUNTS"),
+        ({"KARTRA_ACCOUNTS": "default"}, "KARTRA_ACCOUNTS"),
+        (
+            {"KARTRA_ACCOUNTS": "shop_eu", "KARTRA_SHOP_EU_API_KEY": "k"},
+            "KARTRA_SHOP_EU_API_PASSWORD",
+        ),
         ({"KARTRA_TEST_MODE": "maybe"}, "KARTRA_TEST_MODE"),
         ({"KARTRA_RATE_LIMIT": "0"}, "KARTRA_RATE_LIMIT"),
         ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
@@ -72,3 +78,32 @@ def test_a_bad_setting_is_named_in_one_line(env, named):
 def test_plain_http_is_allowed_for_a_local_fake_kartra():
     config = Config.from_env({"KARTRA_API_URL": "http://127.0.0.1:8765/api"})
     assert config.kartra_url == "http://127.0.0.1:8765/api"
+
+
+def test_several_accounts_share_one_app():
+    config = Config.from_env(
+        {
+            "KARTRA_APP_ID": "app",
+            "KARTRA_API_KEY": "k0",
+            "KARTRA_API_PASSWORD": "p0",
+            "KARTRA_ACCOUNTS": "shop_eu, shop_us",
+            "KARTRA_SHOP_EU_API_KEY": "k1",
+            "KARTRA_SHOP_EU_API_PASSWORD": "p1",
+            "KARTRA_SHOP_US_API_KEY": "k2",
+            "KARTRA_SHOP_US_API_PASSWORD": "p2",
+        }
+    )
+    assert sorted(config.accounts) == ["default", "shop_eu", "shop_us"]
+    assert config.accounts["shop_us"].api_password == "p2"
+
+
+def test_named_accounts_without_a_default_one():
+    config = Config.from_env(
+        {
+            "KARTRA_APP_ID": "app",
+            "KARTRA_ACCOUNTS": "shop_eu",
+            "KARTRA_SHOP_EU_API_KEY": "k1",
+            "KARTRA_SHOP_EU_API_PASSWORD": "p1",
+        }
+    )
+    assert list(config.accounts) == ["shop_eu"] and config.mode == "live"

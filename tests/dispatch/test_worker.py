@@ -286,3 +286,24 @@ def test_a_stored_delivery_wakes_an_idle_dispatcher_through_the_database(
         d.shutdown()
         thread.join(10)
         engine.dispose()
+
+
+def test_each_account_uses_its_own_credentials_and_pauses_alone(engine, fake, kartra_url):
+    fake.accounts["key-eu"] = "pw-eu"
+    cfg = config(
+        kartra_url,
+        accounts={
+            "default": Account("default", KEY, PASSWORD),
+            "shop_eu": Account("shop_eu", "key-eu", "pw-eu"),
+            "shop_us": Account("shop_us", "key-us", "wrong"),
+        },
+    )
+    enqueue(engine, email="eu@example.com", account="shop_eu")
+    enqueue(engine, email="us@example.com", account="shop_us")
+    enqueue(engine, email="home@example.com")
+    dispatcher(engine, cfg).run_once()
+    assert fake.find_lead("eu@example.com") and fake.find_lead("home@example.com")
+    assert fake.find_lead("us@example.com") is None
+    states = queue.account_states(engine)
+    assert states["shop_us"]["paused"]
+    assert not states["shop_eu"]["paused"] and not states["default"]["paused"]
