@@ -1,0 +1,97 @@
+"""Replay: the one use case that needs both the record and the mappings.
+
+Two ways, because the operator's fix is in one of two places:
+- `mapping` (the default): the stored payload is rendered again with the mappings
+  loaded now, so a corrected rule, tag name or field takes effect;
+- `stored`: the plans recorded at the time are sent again as they are, for when the
+  fix was in Kartra (the tag now exists, the App is active again).
+Either way the event gets new deliveries and its old ones stay on record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from relay.mapping import Mapping
+from relay.store.maintenance import (
+    REDACTED_REASON,
+    Requeued,
+    StoreConflict,
+    current_plans,
+    replace_deliveries,
+)
+from relay.store.tables import events
+
+MODES = ("mapping", "stored")
+
+
+class ReplayError(Exception):
+    """This event cannot be replayed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    event_id: str
+    ok: bool
+    status: str | None
+    deliveries: int
+    error: str | None = None
+
+
+def replay(
+    engine: Engine, mappings: dict[str, Mapping], event_id: str, mode: str = "mapping"
+) -> Requeued:
+    if mode not in MODES:
+        raise ReplayError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    with engine.connect() as conn:
+        row = conn.execute(select(events).where(events.c.id == event_id)).first()
+    if row is None:
+        raise LookupError(event_id)
+    if row.reason == REDACTED_REASON:
+        raise ReplayError(f"{event_id}: its payload was redacted; nothing left to replay")
+    try:
+        if mode == "stored":
+            plans = current_plans(engine, event_id)
+            if not plans:
+                raise ReplayError(
+                    f"{event_id}: no stored plan (the event was {row.status}); "
+                    "replay it with the current mappings instead"
+                )
+            return replace_deliveries(
+                engine, event_id, plans, status="queued", rule=row.rule, reason=None
+            )
+        mapping = mappings.get(row.route)
+        if mapping is None:
+            raise ReplayError(f"{event_id}: no mapping for route {row.route!r} any more")
+        rendered = mapping.render(
+            {"body": row.payload, "headers": row.headers, "query": row.query, "route": row.route}
+        )
+        return replace_deliveries(
+            engine,
+            event_id,
+            rendered.plans,
+            status=rendered.status,
+            rule=rendered.rule,
+            reason=rendered.reason,
+        )
+    except StoreConflict as exc:
+        raise ReplayError(str(exc)) from None
+
+
+def replay_many(
+    engine: Engine, mappings: dict[str, Mapping], ids: list[str], mode: str = "mapping"
+) -> list[ReplayResult]:
+    """Replay each event on its own: one that cannot be replayed does not stop the rest."""
+    results = []
+    for event_id in ids:
+        try:
+            done = replay(engine, mappings, event_id, mode)
+        except LookupError:
+            results.append(ReplayResult(event_id, False, None, 0, "no such event"))
+        except ReplayError as exc:
+            results.append(ReplayResult(event_id, False, None, 0, str(exc)))
+        else:
+            results.append(ReplayResult(event_id, True, done.status, done.deliveries))
+    return results
