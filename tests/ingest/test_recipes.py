@@ -1,0 +1,257 @@
+"""Every recipe in mappings/examples/ loads with its env vars and renders its sender's
+fixtures into exactly these Kartra plans (the lead, its mode, the actions in order)."""
+
+import pytest
+
+from relay.ingest.parse import parse_body
+from relay.mapping import MappingError, load_mapping, load_mappings
+from tests.ingest.senders import EXAMPLES, RECIPE_ENV, fixture, fixtures
+
+BUYERS = ("subscribe_lead_to_list", "Buyers")
+NO_LEAD = "rendered no lead email or id"
+
+
+def upsert(email, first="", last="", phone="", **custom):
+    lead = {"email": email, "first_name": first, "last_name": last, "phone": phone}
+    lead = {k: v for k, v in lead.items() if v}
+    if custom:
+        lead["custom_fields"] = [
+            {"field_identifier": k, "field_value": v} for k, v in custom.items()
+        ]
+    return "upsert", lead
+
+
+def existing(email):
+    return "existing", {"email": email}
+
+
+def taken_back(product, tag="Refunded"):
+    return [("unassign_tag", product), ("assign_tag", tag)]
+
+
+EXPECTED = {
+    ("stripe", "checkout.session.completed"): (
+        upsert("jane.doe@example.com", "Jane", "Doe", "+15555550123"),
+        [("assign_tag", "Course 101"), BUYERS],
+    ),
+    ("stripe", "charge.refunded"): (
+        existing("john.smith@example.com"),
+        taken_back("Launch Masterclass"),
+    ),
+    ("stripe", "customer.subscription.deleted"): NO_LEAD,
+    ("paypal", "CHECKOUT.ORDER.COMPLETED"): (
+        upsert("daniel.wright@example.com", "Daniel", "Wright"),
+        [("assign_tag", "Podcast Launch Checklist"), BUYERS],
+    ),
+    ("paypal", "PAYMENT.CAPTURE.REFUNDED"): NO_LEAD,
+    ("paypal-ipn", "web_accept.Completed"): (
+        upsert("chloe.dubois@example.org", "Chloé", "Dubois", "5555550199"),
+        [("assign_tag", "Email Swipe eBook"), BUYERS],
+    ),
+    ("paypal-ipn", "Refunded"): (
+        existing("chloe.dubois@example.org"),
+        taken_back("Email Swipe eBook"),
+    ),
+    ("shopify", "orders-create"): (
+        upsert("liam.obrien@example.com", "Liam", "O'Brien", "+15555550142"),
+        [("assign_tag", "Copywriting Bootcamp"), BUYERS],
+    ),
+    ("shopify", "orders-cancelled"): (
+        existing("liam.obrien@example.com"),
+        taken_back("Copywriting Bootcamp"),
+    ),
+    ("shopify", "refunds-create"): NO_LEAD,
+    ("woocommerce", "order.created"): (
+        (
+            "upsert",
+            {
+                "email": "chloe.dubois@example.org",
+                "first_name": "Chloé",
+                "last_name": "Dubois",
+                "phone": "+33155550177",
+                "country": "FR",
+            },
+        ),
+        [("assign_tag", "Launch Accelerator"), BUYERS],
+    ),
+    ("woocommerce", "order.updated-refunded"): (
+        existing("chloe.dubois@example.org"),
+        taken_back("Launch Accelerator"),
+    ),
+    ("paddle", "customer.created"): (upsert("emma.johnson@example.com", "Emma", "Johnson"), []),
+    ("paddle", "transaction.completed"): NO_LEAD,
+    ("paddle", "subscription.canceled"): NO_LEAD,
+    ("lemonsqueezy", "order_created"): (
+        upsert("sam.lee@example.com", "Sam", "Lee"),
+        [("assign_tag", "Swipe File Vault"), BUYERS],
+    ),
+    ("lemonsqueezy", "order_refunded"): (
+        existing("sam.lee@example.com"),
+        taken_back("Swipe File Vault"),
+    ),
+    ("gumroad", "sale"): (
+        upsert("noah.kim@example.com", "Noah", "Kim"),
+        [("assign_tag", "Notion Content Planner"), BUYERS],
+    ),
+    ("gumroad", "refund"): (existing("noah.kim@example.com"), taken_back("Notion Content Planner")),
+    ("thrivecart", "order.success"): (
+        upsert("ava.martinez@example.com", "Ava", "Martinez", "+15555550188"),
+        [("assign_tag", "Email Marketing Basics"), BUYERS],
+    ),
+    ("thrivecart", "order.refund"): (
+        existing("ava.martinez@example.com"),
+        taken_back("Email Marketing Basics"),
+    ),
+    ("samcart", "order"): (
+        upsert("ethan.brooks@example.com", "Ethan", "Brooks", "+15555550191"),
+        [("assign_tag", "Webinar Kit"), BUYERS],
+    ),
+    ("samcart", "refund"): (existing("ethan.brooks@example.com"), taken_back("Webinar Kit")),
+    ("typeform", "form_response"): (
+        upsert(
+            "noah.williams@example.com",
+            "Noah",
+            "Williams",
+            budget="$1k–$5k",
+            goals="Grow my list from 2k to 10k subscribers.",
+        ),
+        [("subscribe_lead_to_list", "Strategy Call Requests")],
+    ),
+    ("jotform", "submission"): (
+        upsert(
+            "liam.obrien@example.com",
+            "Liam",
+            "O'Brien",
+            "5555550142",
+            heard_about="Podcast",
+            challenge="Getting people to show up live",
+        ),
+        [("subscribe_lead_to_list", "Masterclass")],
+    ),
+    ("tally", "FORM_RESPONSE"): (
+        upsert(
+            "olivia.brown@example.com", "Olivia", "Brown", "+15555550155", program="Group coaching"
+        ),
+        [("subscribe_lead_to_list", "Waitlist")],
+    ),
+    ("google-forms", "form-submit"): (
+        upsert(
+            "grace.lee@example.com",
+            "Grace",
+            "Lee",
+            "5555550121",
+            session="Tuesday 7pm ET",
+            topics="Email, Funnels",
+        ),
+        [("subscribe_lead_to_list", "Webinar")],
+    ),
+    ("gravityforms", "entry-all-fields"): (
+        upsert(
+            "isabella.rossi@example.com",
+            "Isabella",
+            "Rossi",
+            "5555550133",
+            goal="I want to launch my first course.",
+            interests="Weekly group calls, Private community",
+        ),
+        [("subscribe_lead_to_list", "Coaching Applicants")],
+    ),
+    ("calendly", "invitee.created"): (
+        upsert("lucas.martin@example.com", "Lucas", "Martin", "+15555550166"),
+        [
+            ("assign_tag", "Booked: 30 Minute Discovery Call"),
+            ("subscribe_lead_to_list", "Discovery Calls"),
+        ],
+    ),
+    ("standard-webhooks", "contact.created"): (
+        upsert("alex.chen@example.net", "Alex", "Chen", "+15555550144"),
+        [("subscribe_lead_to_list", "Leads")],
+    ),
+    ("standard-webhooks", "invoice.paid"): (
+        upsert("priya.patel@example.com", "Priya", "Patel"),
+        [("assign_tag", "Growth Plan"), BUYERS],
+    ),
+    ("html-form", "optin.urlencoded"): (
+        upsert(
+            "mia.anderson@example.com",
+            "Mia",
+            "Anderson",
+            "+15555550110",
+            interests="Coaching, Workshops",
+        ),
+        [("subscribe_lead_to_list", "Newsletter")],
+    ),
+    ("html-form", "contact.multipart"): (
+        upsert("mia.anderson@example.com", "Mia", "Anderson"),
+        [("subscribe_lead_to_list", "Newsletter")],
+    ),
+}
+EVENT_IDS = {
+    ("stripe", "checkout.session.completed"): "evt_1QFixtureCheckout0001",
+    ("shopify", "orders-create"): "98880550-7158-44d4-b7cd-2c97c8a091b5",
+    ("standard-webhooks", "contact.created"): "msg_2qFixtureStdWebhooks0001",
+    ("standard-webhooks", "invoice.paid"): "msg_2qFixtureSvixBranded0002",
+    ("paddle", "transaction.completed"): "evt_01jgfixtureevent00000002",
+    ("gumroad", "refund"): "refund:Q7fixtureSALEID1==",
+    ("thrivecart", "order.success"): "order.success:3141592:000003141",
+    ("calendly", "invitee.created"): "invitee.created:https://api.calendly.com/scheduled_events/"
+    "GBGBDCAADAEDCRZ2/invitees/AAAAAFIXTUREINV1",
+}
+
+
+def recipe(sender: str):
+    return load_mapping(EXAMPLES / f"{sender}.yaml", RECIPE_ENV)
+
+
+def render(sender: str, name: str, **changes):
+    body, headers = fixture(sender, name)
+    headers = {k.lower(): v for k, v in headers.items()}
+    parsed = parse_body(headers["content-type"], body) | changes
+    payload = {"body": parsed, "headers": headers, "query": {}, "route": sender}
+    mapping = recipe(sender)
+    return mapping.render(payload), mapping.event_id(payload)
+
+
+def test_every_fixture_has_an_expectation_and_every_sender_a_recipe():
+    deliveries = set(fixtures()) - {("woocommerce", "ping")}  # answered by the verifier
+    assert deliveries == set(EXPECTED)
+    assert {path.stem for path in EXAMPLES.glob("*.yaml")} == {s for s, _ in deliveries}
+
+
+def test_the_recipes_load_together_as_routes(tmp_path):
+    for path in EXAMPLES.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    assert len(load_mappings(tmp_path, RECIPE_ENV)) == 18
+
+
+def test_a_recipe_without_its_env_var_names_it():
+    with pytest.raises(MappingError, match="STRIPE_WEBHOOK_SECRET is not set"):
+        load_mapping(EXAMPLES / "stripe.yaml", {})
+
+
+@pytest.mark.parametrize(("sender", "name"), sorted(EXPECTED), ids="/".join)
+def test_recipe_renders_the_fixture(sender, name):
+    rendered, event_id = render(sender, name)
+    expected = EXPECTED[(sender, name)]
+    if expected == NO_LEAD:
+        assert rendered.status == "rejected"
+        assert rendered.reason.endswith(NO_LEAD)
+        return
+    (mode, lead), actions = expected
+    assert rendered.status == "queued", rendered.reason
+    [plan] = rendered.plans
+    assert plan["lead"] == lead and plan["lead_mode"] == mode and plan["account"] == "default"
+    assert [(a["cmd"], a.get("tag_name") or a.get("list_name")) for a in plan["actions"]] == actions
+    assert event_id == EVENT_IDS.get((sender, name), event_id)
+    assert event_id or sender == "html-form"
+
+
+def test_an_unknown_product_is_rejected_naming_it():
+    rendered, _ = render("samcart", "order", products=[{"sku": "NEW-THING"}])
+    assert rendered.status == "rejected"
+    assert "'NEW-THING' is not in table 'products'" in rendered.reason
+
+
+def test_the_html_form_honeypot_ignores_bots():
+    rendered, _ = render("html-form", "optin.urlencoded", website="http://spam.example")
+    assert (rendered.status, rendered.rule) == ("ignored", "honeypot")
