@@ -43,6 +43,8 @@ class Config:
     kartra_test_mode: bool = False
     kartra_rate_limit: float = 20.0
     retry_first_delay: float = 30.0
+    kartra_timeout: float = 6.0
+    delivery_lease: float = 30.0
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
@@ -71,6 +73,8 @@ class Config:
             kartra_test_mode=_boolean(env, "KARTRA_TEST_MODE"),
             kartra_rate_limit=_number(env, "KARTRA_RATE_LIMIT", 20.0),
             retry_first_delay=_number(env, "RETRY_FIRST_DELAY", 30.0),
+            kartra_timeout=_number(env, "KARTRA_TIMEOUT", 6.0),
+            delivery_lease=_number(env, "DELIVERY_LEASE", 30.0),
             admin_token=_admin_token(env.get("ADMIN_TOKEN") or None),
             max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024),
             log_level=_log_level(env.get("LOG_LEVEL") or "info"),

@@ -57,9 +57,7 @@ from relay.store.wakeup import listen
 
 log = get_logger("relay.dispatch")
 
-LEASE = timedelta(minutes=5)
-HEARTBEAT = 5.0
-KARTRA_TIMEOUT = (3.05, 6.0)
+KARTRA_CONNECT_TIMEOUT = 3.05
 
 
 def worker_name() -> str:
@@ -83,7 +81,9 @@ class Dispatcher:
         self.config = config
         self.engine = engine
         self.client = client or KartraClient(
-            config.kartra_url, timeout=KARTRA_TIMEOUT, test_mode=config.kartra_test_mode
+            config.kartra_url,
+            timeout=(KARTRA_CONNECT_TIMEOUT, config.kartra_timeout),
+            test_mode=config.kartra_test_mode,
         )
         self.limiter = limiter or rate_limiter_for(
             engine, config.kartra_app_id, config.kartra_rate_limit
@@ -95,6 +95,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.retry_wait = retry_wait or wait_exponential_jitter(initial=1, max=4, jitter=0.5)
         self.name = worker_name()
+        self.lease = timedelta(seconds=config.delivery_lease)
 
     def run(self) -> None:
         """Deliver until `stop` is set, then finish the calls in flight and give back
@@ -106,6 +107,14 @@ class Dispatcher:
             rate_limit=self.config.kartra_rate_limit,
             senders=self.senders,
         )
+        if self.engine.dialect.name == "sqlite":
+            expired = queue.expire_claims(self.engine)
+            if expired:
+                log.warning(
+                    "claims_expired",
+                    count=expired,
+                    detail="left by a dispatcher that did not stop cleanly",
+                )
         started_at = utcnow()
         next_beat = 0.0
         in_flight: set[Future] = set()
@@ -113,7 +122,7 @@ class Dispatcher:
         with ThreadPoolExecutor(self.senders, thread_name_prefix="sender") as pool:
             while not self.stop.is_set():
                 if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + HEARTBEAT
+                    next_beat = time.monotonic() + self.lease.total_seconds() / 6
                     self._beat(started_at)
                 in_flight = {f for f in in_flight if not f.done()}
                 free = self.senders - len(in_flight)
@@ -131,7 +140,7 @@ class Dispatcher:
 
     def _beat(self, started_at) -> None:
         try:
-            queue.beat(self.engine, self.name, started_at)
+            queue.beat(self.engine, self.name, started_at, self.lease)
         except Exception:
             log.exception("heartbeat_failed", worker=self.name)
 
@@ -148,7 +157,7 @@ class Dispatcher:
 
     def _claim(self, limit: int) -> list[queue.Claimed]:
         try:
-            return queue.claim(self.engine, self.name, limit=limit, lease=LEASE)
+            return queue.claim(self.engine, self.name, limit=limit, lease=self.lease)
         except Exception:
             log.exception("claim_failed", worker=self.name)
             return []
@@ -219,8 +228,8 @@ class Sending:
         self.lead_id = self.lead_id_before
         self.done = list(delivery.done)
         self.calls: list[tuple[KartraCall, bool]] = []
-        self.after_ambiguous = delivery.attempts > 0 and queue.last_call_ambiguous(
-            dispatcher.engine, delivery.id
+        self.after_ambiguous = delivery.reclaimed or (
+            delivery.attempts > 0 and queue.last_call_ambiguous(dispatcher.engine, delivery.id)
         )
 
     def _known_lead_id(self) -> str | None:
@@ -229,6 +238,15 @@ class Sending:
         return queue.known_lead_id(self.d.engine, self.delivery.account, self.email)
 
     def run(self) -> None:
+        if self.delivery.reclaimed and self._repeat_unsafe():
+            self._finish(
+                "failed",
+                "ambiguous: the worker that held this delivery stopped before recording "
+                "its call, which may have been applied and carries an action that must "
+                "not repeat: check the lead in Kartra, then replay",
+                count_attempt=False,
+            )
+            return
         retrying = Retrying(
             retry=retry_if_exception(self._worth_retrying_now),
             stop=stop_after_attempt(3) | stop_when_event_set(self.d.stop),
@@ -291,9 +309,10 @@ class Sending:
 
     def _ambiguous_and_unsafe(self, exc: TransientError) -> bool:
         """A call that may have been applied must not be re-sent blindly when it
-        carried an action that adds up (points)."""
-        if not exc.ambiguous:
-            return False
+        carried an action that adds up (points) or moves money."""
+        return exc.ambiguous and self._repeat_unsafe()
+
+    def _repeat_unsafe(self) -> bool:
         actions = self.delivery.plan.get("actions") or []
         return any(
             i not in self.done and not ACTIONS[a["cmd"]].idempotent
@@ -305,8 +324,8 @@ class Sending:
         if self._ambiguous_and_unsafe(exc):
             self._finish(
                 "failed",
-                f"ambiguous: {exc}; the call may have been applied and "
-                "carries points: check the lead in Kartra, then replay",
+                f"ambiguous: {exc}; the call may have been applied and carries an "
+                "action that must not repeat: check the lead in Kartra, then replay",
             )
             return
         attempt = self.delivery.attempts + 1

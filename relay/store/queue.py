@@ -32,6 +32,8 @@ class Claimed:
     attempts: int
     done: list[int]
     lead_id: str | None
+    reclaimed: bool = False
+    """Its previous claimer's lease ran out: that worker may have sent it already."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,11 @@ class AttemptRecord:
 def claim(
     engine: Engine, worker: str, *, limit: int, lease: timedelta, now: datetime | None = None
 ) -> list[Claimed]:
-    """Take up to `limit` due deliveries for `worker`, oldest first, one per lead."""
+    """Take up to `limit` due deliveries for `worker`, oldest first, one per lead.
+
+    A finished or released claim names no claimer; one that still does when taken
+    again outlived its lease (a crashed or lost worker) and comes back `reclaimed`.
+    SET expressions read the row as it was, so `reclaimed` sees the old claimer."""
     now = now or utcnow()
     earlier = aliased(deliveries)
     due = (
@@ -74,7 +80,12 @@ def claim(
         rows = conn.execute(
             update(deliveries)
             .where(deliveries.c.id.in_(due.scalar_subquery()))
-            .values(claimed_by=worker, claimed_until=now + lease, updated_at=now)
+            .values(
+                reclaimed=deliveries.c.claimed_by.is_not(None),
+                claimed_by=worker,
+                claimed_until=now + lease,
+                updated_at=now,
+            )
             .returning(
                 deliveries.c.id,
                 deliveries.c.event_id,
@@ -84,6 +95,7 @@ def claim(
                 deliveries.c.attempts,
                 deliveries.c.done,
                 deliveries.c.lead_id,
+                deliveries.c.reclaimed,
             )
         ).all()
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
@@ -169,6 +181,18 @@ def release(engine: Engine, worker: str) -> int:
         ).rowcount
 
 
+def expire_claims(engine: Engine) -> int:
+    """End every lease at once, keeping the claimer's name so the next claim knows the
+    delivery is `reclaimed`. Only for SQLite, where one dispatcher serves a database and
+    any claim found at its start was left by a process that died."""
+    with engine.begin() as conn:
+        return conn.execute(
+            update(deliveries)
+            .where(deliveries.c.status == "pending", deliveries.c.claimed_by.is_not(None))
+            .values(claimed_until=None)
+        ).rowcount
+
+
 def last_call_ambiguous(engine: Engine, delivery_id: int) -> bool:
     """Whether an earlier call for this delivery may have been applied without an answer:
     then every later call may repeat it."""
@@ -233,10 +257,18 @@ def _set_paused(engine: Engine, name: str, paused: bool, reason: str | None) -> 
         )
 
 
-def beat(engine: Engine, worker: str, started_at: datetime) -> None:
-    """Say this dispatcher is alive (readiness checks read `workers.seen_at`)."""
+def beat(engine: Engine, worker: str, started_at: datetime, lease: timedelta) -> None:
+    """Say this dispatcher is alive (readiness checks read `workers.seen_at`) and extend
+    the leases of the deliveries it holds: a claim outlives a slow Kartra call as long
+    as its worker lives, and lapses soon after the worker dies."""
+    now = utcnow()
     with engine.begin() as conn:
-        upsert(conn, workers, {"name": worker, "started_at": started_at, "seen_at": utcnow()})
+        upsert(conn, workers, {"name": worker, "started_at": started_at, "seen_at": now})
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.claimed_by == worker, deliveries.c.status == "pending")
+            .values(claimed_until=now + lease)
+        )
 
 
 def forget_worker(engine: Engine, worker: str) -> None:

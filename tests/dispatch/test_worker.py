@@ -2,6 +2,7 @@
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -307,3 +308,24 @@ def test_each_account_uses_its_own_credentials_and_pauses_alone(engine, fake, ka
     states = queue.account_states(engine)
     assert states["shop_us"]["paused"]
     assert not states["shop_eu"]["paused"] and not states["default"]["paused"]
+
+
+def test_a_reclaimed_delivery_is_sent_again_and_marked_ambiguous(engine, fake, kartra_url):
+    enqueue(engine)
+    queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+    queue.expire_claims(engine)
+    dispatcher(engine, config(kartra_url)).run_once()
+    assert delivery(engine).status == "delivered"
+    with engine.connect() as conn:
+        [attempt] = conn.execute(select(attempts)).all()
+    assert attempt.ambiguous
+
+
+def test_a_reclaimed_delivery_with_points_is_not_sent_blindly(engine, fake, kartra_url):
+    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
+    queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+    queue.expire_claims(engine)
+    dispatcher(engine, config(kartra_url)).run_once()
+    row = delivery(engine)
+    assert row.status == "failed" and "ambiguous" in row.last_error
+    assert fake.call_log() == []

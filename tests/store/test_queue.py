@@ -144,3 +144,36 @@ def test_lead_ids_are_remembered_per_account_and_email(engine):
     assert queue.known_lead_id(engine, "other", "jane@example.com") is None
     queue.remember_lead(engine, "default", "jane@example.com", None)
     assert queue.known_lead_id(engine, "default", "jane@example.com") is None
+
+
+def test_a_claim_taken_over_after_its_lease_comes_back_reclaimed(engine):
+    store_event(engine, new_event(plan()))
+    [first] = queue.claim(engine, "dead-worker", limit=1, lease=LEASE)
+    assert not first.reclaimed
+    later = utcnow() + LEASE + timedelta(seconds=1)
+    [again] = queue.claim(engine, "w2", limit=1, lease=LEASE, now=later)
+    assert again.reclaimed
+
+
+def test_a_released_claim_is_not_reclaimed(engine):
+    store_event(engine, new_event(plan()))
+    queue.claim(engine, "w1", limit=1, lease=LEASE)
+    queue.release(engine, "w1")
+    [again] = queue.claim(engine, "w2", limit=1, lease=LEASE)
+    assert not again.reclaimed
+
+
+def test_expiring_claims_frees_them_now_and_marks_them_reclaimed(engine):
+    store_event(engine, new_event(plan()))
+    queue.claim(engine, "killed", limit=1, lease=LEASE)
+    assert queue.expire_claims(engine) == 1
+    [again] = queue.claim(engine, "restarted", limit=1, lease=LEASE)
+    assert again.reclaimed
+
+
+def test_a_living_worker_keeps_its_claims_by_beating(engine):
+    store_event(engine, new_event(plan()))
+    queue.claim(engine, "slow-worker", limit=1, lease=timedelta(seconds=1))
+    queue.beat(engine, "slow-worker", utcnow(), timedelta(minutes=1))
+    later = utcnow() + timedelta(seconds=5)
+    assert queue.claim(engine, "w2", limit=1, lease=LEASE, now=later) == []

@@ -1,4 +1,4 @@
-"""rate limits, worker heartbeats, ambiguous attempts
+"""rate limits, worker heartbeats, ambiguous attempts, reclaimed deliveries
 
 Revision ID: 0002
 Revises: 0001
@@ -32,9 +32,16 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("ambiguous", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("reclaimed", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("reclaimed")
+
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.drop_column("ambiguous")
 
