@@ -1,12 +1,14 @@
-"""`python -m relay serve|worker|check|try|db|accounts`."""
+"""`python -m relay serve|worker|check|try|db|accounts|events|show|replay|retry|purge|redact`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -183,38 +185,254 @@ def upgrade() -> None:
 
 
 @main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 @click.pass_context
-def accounts(ctx: click.Context) -> None:
-    """Kartra accounts: paused or not, and their queues."""
+def accounts(ctx: click.Context, as_json: bool) -> None:
+    """Kartra accounts: paused or not, their queues, calls today; pause or resume one."""
     if ctx.invoked_subcommand:
         return
-    from relay.store import connect
-    from relay.store.queue import account_states
+    from relay.admin.operations import accounts_overview
+    from relay.admin.schemas import AccountSchema
 
     config = _config()
-    states = account_states(connect(config.database_url))
-    for name in sorted(set(states) | set(config.accounts)):
-        state = states.get(name, {"paused": False, "reason": None, "counts": {}})
-        counts = (
-            ", ".join(f"{k} {v}" for k, v in sorted(state["counts"].items())) or "no deliveries"
+    overview = accounts_overview(_engine(config), config)
+    if as_json:
+        _echo_json({"accounts": AccountSchema(many=True).dump(overview)})
+        return
+    for account in overview:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(account.counts.items())) or "no deliveries"
+        flag = f"PAUSED: {account.reason}" if account.paused else "active"
+        creds = "" if account.credentials else " (no credentials)"
+        click.echo(
+            f"{account.name}{creds}: {flag}; {counts}; {account.calls_today} Kartra calls today"
         )
-        flag = f"PAUSED: {state['reason']}" if state["paused"] else "active"
-        creds = "" if name in config.accounts else " (no credentials)"
-        click.echo(f"{name}{creds}: {flag}; {counts}")
+
+
+@accounts.command()
+@click.argument("name")
+@click.option("--reason", default="paused by an operator", show_default=True)
+def pause(name: str, reason: str) -> None:
+    """Pause an account: its deliveries wait, their retries untouched, until resumed."""
+    from relay.store.queue import pause_account
+
+    pause_account(_engine(_config()), name, reason)
+    click.echo(f"{name}: paused")
 
 
 @accounts.command()
 @click.argument("name")
 def resume(name: str) -> None:
     """Resume a paused account: its waiting deliveries go out again."""
-    from relay.store import connect
     from relay.store.queue import resume_account
 
-    config = _config()
-    if resume_account(connect(config.database_url), name):
+    if resume_account(_engine(_config()), name):
         click.echo(f"{name}: resumed")
     else:
         click.echo(f"{name}: was not paused")
+
+
+def _engine(config: Config):
+    """An engine closed with the command, so no connection outlives it."""
+    from relay.store import connect
+
+    engine = connect(config.database_url)
+    click.get_current_context().call_on_close(engine.dispose)
+    return engine
+
+
+def _echo_json(document) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+AGE = re.compile(r"^(\d+)\s*([smhdw])$")
+AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """`90s`, `15m`, `1h`, `30d`, `2w`: how far back from now."""
+    match = AGE.match(text.strip().lower())
+    if not match:
+        raise click.BadParameter(f"expected a number and s, m, h, d or w (e.g. 30d), got {text!r}")
+    return timedelta(**{AGE_UNITS[match[2]]: int(match[1])})
+
+
+class Age(click.ParamType):
+    name = "age"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, timedelta) else parse_age(value)
+
+
+def _filter_options(command):
+    """The filters `events` and `replay` share."""
+    for option in reversed(
+        [
+            click.option("--route", help="Only this route."),
+            click.option("--status", help="queued, delivered, dry_run, failed, dead, ..."),
+            click.option("--email", help="Only events about this lead."),
+            click.option("--text", help="Text anywhere in the payload."),
+            click.option("--since", type=Age(), help="Received in the last ... (e.g. 1h, 7d)."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _event_filter(route, status, email, text, since):
+    from relay.store.search import EventFilter
+    from relay.store.tables import utcnow
+
+    return EventFilter(
+        route=route,
+        status=status,
+        email=email,
+        text=text,
+        since=utcnow() - since if since else None,
+    )
+
+
+@main.command()
+@_filter_options
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--cursor", help="Continue after this event id (printed at the end of a page).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def events(route, status, email, text, since, limit, cursor, as_json) -> None:
+    """Recent events, newest first, one line each."""
+    from relay.admin.schemas import EventPageSchema
+    from relay.store.search import search_events
+
+    filters = _event_filter(route, status, email, text, since)
+    page = search_events(_engine(_config()), filters, cursor=cursor, limit=limit)
+    if as_json:
+        _echo_json(EventPageSchema().dump(page))
+        return
+    for event in page.events:
+        why = f"  {event.reason}" if event.reason else ""
+        click.echo(
+            f"{event.id}  {event.received_at:%Y-%m-%d %H:%M:%S}  {event.route}  "
+            f"{event.status}  {event.email or '-'}  {event.rule or '-'}{why}"
+        )
+    if not page.events:
+        click.echo("no events", err=True)
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+
+@main.command()
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def show(event_id: str, as_json: bool) -> None:
+    """One event: payload, matched rule, every delivery and every Kartra call."""
+    from relay.admin.schemas import EventSchema
+    from relay.store.search import get_event
+
+    event = get_event(_engine(_config()), event_id)
+    if event is None:
+        _fail(LookupError(f"no event {event_id}"))
+    if as_json:
+        _echo_json(EventSchema().dump(event))
+        return
+    click.echo(f"{event.id}  {event.route}  received {event.received_at:%Y-%m-%d %H:%M:%S} UTC")
+    click.echo(f"status: {event.status}" + (f" (rule {event.rule})" if event.rule else ""))
+    if event.reason:
+        click.echo(f"reason: {event.reason}")
+    click.echo("payload:")
+    click.echo(_indent(json.dumps(event.payload, indent=2, ensure_ascii=False)))
+    for delivery in event.deliveries:
+        click.echo(
+            f"delivery {delivery.id}  account {delivery.account}  {delivery.status}  "
+            f"{delivery.attempts} attempt(s)"
+            + (f"  error: {delivery.last_error}" if delivery.last_error else "")
+        )
+        for call in delivery.calls:
+            click.echo(
+                f"  call {call.number}  {call.started_at:%H:%M:%S}  HTTP {call.http_status}  "
+                f"{call.outcome}  {call.duration_ms:.0f} ms"
+            )
+            click.echo(_indent(json.dumps(call.request, ensure_ascii=False), 4))
+            click.echo(_indent(json.dumps(call.response, ensure_ascii=False), 4))
+
+
+def _indent(text: str, spaces: int = 2) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
+
+
+@main.command()
+@click.argument("event_ids", nargs=-1)
+@_filter_options
+@click.option("--stored", is_flag=True, help="Send the recorded plan again, not a new render.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def replay(event_ids, route, status, email, text, since, stored, as_json) -> None:
+    """Replay events by id, or every event matching the filters, with the current
+    mappings (or, with --stored, the plans recorded at the time)."""
+    from relay.admin.operations import replay_many
+    from relay.admin.schemas import ReplayResultSchema
+    from relay.store.search import event_ids as matching_ids
+
+    config = _config()
+    engine = _engine(config)
+    has_filter = any((route, status, email, text, since))
+    if bool(event_ids) == has_filter:
+        raise click.UsageError("give event ids, or filters such as --status dead --since 1h")
+    try:
+        mappings = load_mappings(config.mappings_dir)
+    except MappingError as exc:
+        _fail(exc)
+    ids = list(event_ids) or matching_ids(engine, _event_filter(route, status, email, text, since))
+    results = replay_many(engine, mappings, ids, "stored" if stored else "mapping")
+    if as_json:
+        _echo_json({"results": ReplayResultSchema(many=True).dump(results)})
+    for result in [] if as_json else results:
+        if result.ok:
+            click.echo(f"{result.event_id}: {result.status}, {result.deliveries} delivery(ies)")
+        else:
+            click.echo(f"{result.event_id}: not replayed: {result.error}", err=True)
+    if not as_json and not results:
+        click.echo("no events match", err=True)
+    if any(not r.ok for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--since", type=Age(), help="Only deliveries that died in the last ...")
+def retry(since) -> None:
+    """Queue every dead delivery again, carrying on where it stopped."""
+    from relay.store.maintenance import retry_dead
+    from relay.store.tables import utcnow
+
+    requeued = retry_dead(_engine(_config()), since=utcnow() - since if since else None)
+    for item in requeued:
+        click.echo(f"{item.event_id}: {item.deliveries} dead delivery(ies) queued again")
+    click.echo(f"{sum(i.deliveries for i in requeued)} delivery(ies) queued again")
+
+
+@main.command()
+@click.option("--older-than", "older_than", type=Age(), required=True, help="e.g. 30d")
+def purge(older_than) -> None:
+    """Delete events received before that age, with their deliveries and Kartra calls
+    (events still waiting for delivery are kept)."""
+    from relay.store.maintenance import purge_older_than
+    from relay.store.tables import utcnow
+
+    purged = purge_older_than(_engine(_config()), utcnow() - older_than)
+    click.echo(f"{purged} event(s) purged")
+
+
+@main.command()
+@click.argument("event_ids", nargs=-1)
+@click.option("--email", help="Every event about this email address.")
+def redact(event_ids, email) -> None:
+    """Erase the personal data of events (GDPR): payload, headers, plans, Kartra calls."""
+    from relay.store.maintenance import StoreConflict
+    from relay.store.maintenance import redact as redact_events
+
+    if bool(event_ids) == bool(email):
+        raise click.UsageError("give event ids or --email, not both")
+    try:
+        done = redact_events(_engine(_config()), event_ids=list(event_ids) or None, email=email)
+    except StoreConflict as exc:
+        _fail(exc)
+    click.echo(f"{len(done)} event(s) redacted" + (": " + ", ".join(done) if done else ""))
 
 
 def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:

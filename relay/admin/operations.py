@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
+from relay.config import Config
 from relay.mapping import Mapping
 from relay.store.maintenance import (
     REDACTED_REASON,
@@ -22,7 +23,8 @@ from relay.store.maintenance import (
     current_plans,
     replace_deliveries,
 )
-from relay.store.tables import events
+from relay.store.queue import account_states
+from relay.store.tables import attempts, deliveries, events, utcnow
 
 MODES = ("mapping", "stored")
 
@@ -95,3 +97,43 @@ def replay_many(
         else:
             results.append(ReplayResult(event_id, True, done.status, done.deliveries))
     return results
+
+
+@dataclass(frozen=True)
+class AccountOverview:
+    name: str
+    paused: bool
+    reason: str | None
+    credentials: bool
+    counts: dict[str, int]
+    calls_today: int
+
+
+def accounts_overview(engine: Engine, config: Config) -> list[AccountOverview]:
+    """Every account configured or seen in the queue: paused or not, deliveries per
+    status, and Kartra calls since midnight UTC (the App's daily budget is per day)."""
+    states = account_states(engine)
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    with engine.connect() as conn:
+        calls = dict(
+            conn.execute(
+                select(deliveries.c.account, func.count())
+                .select_from(attempts.join(deliveries))
+                .where(attempts.c.started_at >= midnight, attempts.c.http_status.is_not(None))
+                .group_by(deliveries.c.account)
+            ).all()
+        )
+    overview = []
+    for name in sorted(set(states) | set(config.accounts)):
+        state = states.get(name, {"paused": False, "reason": None, "counts": {}})
+        overview.append(
+            AccountOverview(
+                name,
+                state["paused"],
+                state["reason"],
+                name in config.accounts,
+                state["counts"],
+                calls.get(name, 0),
+            )
+        )
+    return overview

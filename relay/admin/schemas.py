@@ -1,0 +1,153 @@
+"""The admin API's shapes, as marshmallow schemas: they dump what `relay.store.search`
+returns, load what callers send, and are the source of the OpenAPI document, so the
+document cannot drift from what the API does. `--json` in the CLI dumps the same."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+EVENT_STATUSES = ("queued", "delivered", "dry_run", "failed", "dead", "ignored", "rejected")
+REPLAY_MODES = ("mapping", "stored")
+
+
+class EventSummarySchema(Schema):
+    id = fields.String(required=True)
+    route = fields.String(required=True)
+    received_at = fields.AwareDateTime(required=True)
+    status = fields.String(required=True)
+    rule = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    email = fields.String(allow_none=True, metadata={"description": "the lead's email"})
+
+
+class EventPageSchema(Schema):
+    events = fields.List(fields.Nested(EventSummarySchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True, metadata={"description": "pass as `cursor` for the next page"}
+    )
+
+
+class AttemptSchema(Schema):
+    id = fields.Integer(required=True)
+    number = fields.Integer(required=True)
+    started_at = fields.AwareDateTime(required=True)
+    duration_ms = fields.Float(required=True)
+    request = fields.Raw(metadata={"description": "the call, credentials masked"})
+    http_status = fields.Integer(allow_none=True)
+    response = fields.Raw(allow_none=True)
+    outcome = fields.String(required=True)
+    error = fields.String(allow_none=True)
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer(required=True)
+    account = fields.String(required=True)
+    rule = fields.String(allow_none=True)
+    status = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    next_attempt_at = fields.AwareDateTime(required=True)
+    lead_id = fields.String(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    plan = fields.Dict(required=True, metadata={"description": "the rendered Kartra plan"})
+    done = fields.List(fields.Integer(), required=True)
+    created_at = fields.AwareDateTime(required=True)
+    calls = fields.List(fields.Nested(AttemptSchema), required=True)
+
+
+class EventSchema(Schema):
+    id = fields.String(required=True)
+    route = fields.String(required=True)
+    received_at = fields.AwareDateTime(required=True)
+    status = fields.String(required=True)
+    rule = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    content_type = fields.String(allow_none=True)
+    headers = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "secrets masked"}
+    )
+    query = fields.Dict()
+    payload = fields.Raw(allow_none=True)
+    deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
+
+
+class EventQuerySchema(Schema):
+    route = fields.String()
+    status = fields.String(validate=validate.OneOf(EVENT_STATUSES))
+    email = fields.String()
+    text = fields.String(metadata={"description": "text anywhere in the payload"})
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    cursor = fields.String()
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+class ReplayFilterSchema(Schema):
+    route = fields.String()
+    status = fields.String(validate=validate.OneOf(EVENT_STATUSES))
+    email = fields.String()
+    text = fields.String()
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+
+
+class ReplayRequestSchema(Schema):
+    mode = fields.String(
+        load_default="mapping",
+        validate=validate.OneOf(REPLAY_MODES),
+        metadata={
+            "description": "`mapping`: render the payload again with the current mappings; "
+            "`stored`: send the recorded plan again"
+        },
+    )
+
+
+class BulkReplayRequestSchema(ReplayRequestSchema):
+    event_ids = fields.List(fields.String())
+    filter = fields.Nested(ReplayFilterSchema)
+
+
+class ReplayResultSchema(Schema):
+    event_id = fields.String(required=True)
+    ok = fields.Boolean(required=True)
+    status = fields.String(allow_none=True)
+    deliveries = fields.Integer(required=True)
+    error = fields.String(allow_none=True)
+
+
+class ReplayResultsSchema(Schema):
+    results = fields.List(fields.Nested(ReplayResultSchema), required=True)
+
+
+class RetryRequestSchema(Schema):
+    event_ids = fields.List(fields.String())
+    since = fields.AwareDateTime()
+
+
+class CountsSchema(Schema):
+    events = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    deliveries = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    routes = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Integer()),
+        required=True,
+    )
+
+
+class AccountSchema(Schema):
+    name = fields.String(required=True)
+    paused = fields.Boolean(required=True)
+    reason = fields.String(allow_none=True)
+    credentials = fields.Boolean(required=True)
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+class AccountListSchema(Schema):
+    accounts = fields.List(fields.Nested(AccountSchema), required=True)
+
+
+class PauseRequestSchema(Schema):
+    reason = fields.String(load_default="paused by an operator")
+
+
+class ErrorSchema(Schema):
+    error = fields.Raw(required=True)

@@ -1,0 +1,139 @@
+"""`python -m relay events|show|replay|retry|accounts|purge|redact` on the same record
+the web app writes, through click's runner with the settings in the environment."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import update
+
+from relay.cli import main, parse_age
+from relay.store.search import get_event
+from relay.store.tables import events, utcnow
+from tests.admin.conftest import KEY, PASSWORD, deliver, deliver_or_die, post
+
+
+@pytest.fixture
+def cli(engine, mappings_dir):
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MAPPINGS_DIR": str(mappings_dir),
+        "KARTRA_APP_ID": "",
+        "KARTRA_API_KEY": "",
+        "KARTRA_API_PASSWORD": "",
+    }
+
+    def run(*args, code=0):
+        result = CliRunner().invoke(main, list(args), env=env)
+        assert result.exit_code == code, result.output
+        return result
+
+    return run
+
+
+def test_find_jane_see_why_fix_and_replay(cli, client, app, mappings_dir):
+    jane = post(client, "jane@example.com", "o1")
+    post(client, "bob@example.com", "o2", type="refund")
+    deliver(app)
+
+    listed = cli("events", "--email", "jane@example.com").output
+    assert jane in listed and "failed" in listed and "bob@" not in listed
+
+    shown = cli("show", jane).output
+    assert "Custmer" in shown and "HTTP 200" in shown and "rule purchase" in shown
+    assert KEY not in shown and PASSWORD not in shown
+
+    (mappings_dir / "shop.yaml").write_text(
+        (mappings_dir / "shop.yaml").read_text().replace("Custmer", "Customer")
+    )
+    assert f"{jane}: queued, 1 delivery" in cli("replay", jane).output
+    deliver(app)
+    assert json.loads(cli("show", jane, "--json").output)["status"] == "delivered"
+
+
+def test_json_output_for_scripts(cli, client, app):
+    ids = [post(client, id=f"o{i}", email=f"p{i}@example.com") for i in range(3)]
+    page = json.loads(cli("events", "--limit", "2", "--json").output)
+    assert [e["id"] for e in page["events"]] == ids[:0:-1]
+    rest = json.loads(cli("events", "--cursor", page["next_cursor"], "--json").output)
+    assert [e["id"] for e in rest["events"]] == ids[:1] and rest["next_cursor"] is None
+    event = json.loads(cli("show", ids[0], "--json").output)
+    assert event["payload"]["email"] == "p0@example.com"
+    assert event["deliveries"][0]["plan"]["lead"]["email"] == "p0@example.com"
+    cli("show", "ev_nope", code=1)
+
+
+def test_replay_by_filter_and_its_refusals(cli, client, app, fake):
+    ignored = post(client, id="i1", type="refund")
+    dead = post(client, id="d1")
+    fake.down = True
+    deliver_or_die(app)
+    fake.down = False
+    fake.tags.add("Custmer")
+    out = cli("replay", "--status", "dead", "--since", "1h", "--stored").output
+    assert out.strip() == f"{dead}: queued, 1 delivery(ies)"
+    deliver(app)
+    assert get_event(app.extensions["relay"].engine, dead).status == "delivered"
+    failed = cli("replay", ignored, "--stored", "--json", code=1)
+    assert "no stored plan" in json.loads(failed.output)["results"][0]["error"]
+    assert "give event ids" in cli("replay", code=2).output
+    assert "give event ids" in cli("replay", ignored, "--status", "dead", code=2).output
+
+
+def test_retry_dead(cli, client, app, fake, engine):
+    event_id = post(client)
+    fake.tags.add("Custmer")
+    fake.down = True
+    deliver_or_die(app)
+    fake.down = False
+    assert "1 delivery(ies) queued again" in cli("retry", "--since", "1h").output
+    deliver(app)
+    assert get_event(engine, event_id).status == "delivered"
+
+
+def test_accounts_pause_and_resume(cli, client, app):
+    post(client)
+    assert "active" in cli("accounts").output
+    assert cli("accounts", "pause", "default", "--reason", "card expired").output.strip() == (
+        "default: paused"
+    )
+    assert deliver(app) == 0
+    listed = json.loads(cli("accounts", "--json").output)["accounts"]
+    assert listed == [
+        {
+            "name": "default",
+            "paused": True,
+            "reason": "card expired",
+            "credentials": False,
+            "counts": {"pending": 1},
+        }
+    ]
+    assert "resumed" in cli("accounts", "resume", "default").output
+    assert deliver(app) == 1
+    assert "1 Kartra calls today" in cli("accounts").output
+
+
+def test_purge_and_redact(cli, client, app, engine):
+    old = post(client, id="old", email="old@example.com")
+    deliver(app)
+    with engine.begin() as conn:
+        conn.execute(update(events).values(received_at=utcnow() - timedelta(days=31)))
+    recent = post(client, id="new", email="jane@example.com")
+    assert cli("purge", "--older-than", "30d").output.strip() == "1 event(s) purged"
+    assert get_event(engine, old) is None
+    refused = cli("redact", "--email", "jane@example.com", code=1)
+    assert "still waiting" in refused.output
+    deliver(app)
+    assert cli("redact", "--email", "jane@example.com").output.strip() == (
+        f"1 event(s) redacted: {recent}"
+    )
+    assert get_event(engine, recent).payload is None
+    assert "not both" in cli("redact", code=2).output
+    assert "expected a number" in cli("purge", "--older-than", "soon", code=2).output
+
+
+def test_ages():
+    assert parse_age("90s") == timedelta(seconds=90)
+    assert parse_age("2w") == timedelta(weeks=2)
+    assert parse_age(" 1H ") == timedelta(hours=1)
