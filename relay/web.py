@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from relay import logs
+from relay.admin.api import bp as api_bp
 from relay.admin.health import bp as health_bp
 from relay.config import Config
 from relay.ingest.routes import bp as ingest_bp
@@ -43,6 +44,8 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.extensions["relay"] = relay
     app.register_blueprint(ingest_bp)
     app.register_blueprint(health_bp)
+    if config.admin_token:
+        app.register_blueprint(api_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _storage_error)
     announce(relay)

@@ -139,6 +139,7 @@ class AccountSchema(Schema):
     reason = fields.String(allow_none=True)
     credentials = fields.Boolean(required=True)
     counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    calls_today = fields.Integer(required=True)
 
 
 class AccountListSchema(Schema):

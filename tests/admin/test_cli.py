@@ -107,6 +107,7 @@ def test_accounts_pause_and_resume(cli, client, app):
             "reason": "card expired",
             "credentials": False,
             "counts": {"pending": 1},
+            "calls_today": 0,
         }
     ]
     assert "resumed" in cli("accounts", "resume", "default").output

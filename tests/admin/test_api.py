@@ -1,0 +1,147 @@
+"""The admin JSON API through the Flask test client, against the fake Kartra."""
+
+from datetime import timedelta
+
+import pytest
+from openapi_spec_validator import validate
+
+from relay.admin.api import ENDPOINTS
+from relay.config import Config
+from relay.store.tables import utcnow
+from relay.web import create_app
+from tests.admin.conftest import KEY, PASSWORD, TOKEN, deliver, deliver_or_die, fix_mapping, post
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def api(client):
+    class Api:
+        def get(self, path, **kwargs):
+            return client.get("/api" + path, headers=AUTH, **kwargs)
+
+        def post(self, path, json=None):
+            return client.post("/api" + path, headers=AUTH, json=json or {})
+
+    return Api()
+
+
+def test_what_happened_to_janes_purchase_and_replay_after_a_fix(api, client, app):
+    jane = post(client, "jane@example.com", "o1")
+    post(client, "bob@example.com", "o2")
+    deliver(app)
+
+    found = api.get("/events", query_string={"email": "jane@example.com"}).get_json()
+    assert [e["id"] for e in found["events"]] == [jane]
+    assert found["events"][0]["status"] == "failed"
+
+    event = api.get(f"/events/{jane}").get_json()
+    (delivery,) = event["deliveries"]
+    assert "Custmer" in delivery["last_error"]
+    (call,) = delivery["calls"]
+    assert call["http_status"] == 200 and call["response"]["status"] == "Error"
+    body = api.get(f"/events/{jane}").get_data(as_text=True)
+    assert KEY not in body and PASSWORD not in body and TOKEN not in body
+
+    fix_mapping(app)
+    replayed = api.post(f"/events/{jane}/replay").get_json()
+    assert replayed == {"event_id": jane, "ok": True, "status": "queued", "deliveries": 1}
+    deliver(app)
+    event = api.get(f"/events/{jane}").get_json()
+    assert event["status"] == "delivered"
+    assert [d["status"] for d in event["deliveries"]] == ["replayed", "delivered"]
+    assert event["deliveries"][1]["calls"][0]["response"]["status"] == "Success"
+
+
+def test_the_token_is_required_and_compared_exactly(client, engine, tmp_path, mappings_dir):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        answer = client.get("/api/events", headers=headers)
+        assert answer.status_code == 401
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/api/events", headers=AUTH).status_code == 200
+    off = create_app(Config(database_url=str(engine.url), mappings_dir=mappings_dir), engine)
+    assert off.test_client().get("/api/events", headers=AUTH).status_code == 404
+
+
+def test_pagination_filters_and_validation(api, client, app):
+    ids = [post(client, f"p{i}@example.com", f"o{i}") for i in range(3)]
+    first = api.get("/events", query_string={"limit": 2}).get_json()
+    assert [e["id"] for e in first["events"]] == [ids[2], ids[1]]
+    rest = api.get("/events", query_string={"cursor": first["next_cursor"]}).get_json()
+    assert [e["id"] for e in rest["events"]] == [ids[0]] and rest["next_cursor"] is None
+    later = (utcnow() + timedelta(minutes=1)).isoformat()
+    assert api.get("/events", query_string={"since": later}).get_json()["events"] == []
+    bad = api.get("/events", query_string={"status": "lost", "limit": 0})
+    assert bad.status_code == 400 and set(bad.get_json()["error"]) == {"status", "limit"}
+    assert api.get("/events/ev_nope").status_code == 404
+
+
+def test_bulk_replay_by_filter_retry_dead_and_counts(api, client, app, fake):
+    dead = post(client, id="d1")
+    ignored = post(client, id="i1", type="refund")
+    fake.down = True
+    deliver_or_die(app)
+    fake.down = False
+    assert api.get("/counts").get_json() == {
+        "events": {"dead": 1, "ignored": 1},
+        "deliveries": {"dead": 1},
+        "routes": {"shop": {"dead": 1, "ignored": 1}},
+    }
+    fake.tags.add("Custmer")
+    retried = api.post("/deliveries/retry").get_json()
+    assert retried == {"requeued": [{"event_id": dead, "status": "queued", "deliveries": 1}]}
+    deliver(app)
+    results = api.post("/replay", {"filter": {"status": "delivered"}, "mode": "stored"}).get_json()[
+        "results"
+    ]
+    assert [(r["event_id"], r["ok"]) for r in results] == [(dead, True)]
+    refused = api.post("/replay", {"event_ids": [ignored], "mode": "stored"}).get_json()
+    assert "no stored plan" in refused["results"][0]["error"]
+    assert api.post("/replay", {}).status_code == 400
+    assert api.post(f"/events/{ignored}/replay", {"mode": "stored"}).status_code == 409
+    assert api.post(f"/events/{ignored}/replay", {"mode": "bogus"}).status_code == 400
+    assert api.post("/events/ev_nope/replay").status_code == 404
+
+
+def test_pause_and_resume_an_account(api, client, app):
+    post(client)
+    assert api.post("/accounts/default/pause", {"reason": "card expired"}).get_json() == {
+        "name": "default",
+        "paused": True,
+    }
+    (account,) = api.get("/accounts").get_json()["accounts"]
+    assert account["paused"] and account["reason"] == "card expired"
+    assert account["counts"] == {"pending": 1} and account["credentials"]
+    assert deliver(app) == 0
+    api.post("/accounts/default/resume")
+    assert deliver(app) == 1
+    assert api.get("/accounts").get_json()["accounts"][0]["calls_today"] == 1
+
+
+def test_redact(api, client, app):
+    event_id = post(client)
+    assert api.post("/redact", {"email": "jane@example.com"}).status_code == 409
+    deliver(app)
+    assert api.post("/redact", {"email": "jane@example.com"}).get_json() == {"redacted": [event_id]}
+    assert api.get(f"/events/{event_id}").get_json()["payload"] is None
+    assert api.post("/redact", {}).status_code == 400
+
+
+def test_openapi_document_is_valid_and_describes_every_endpoint(client, app):
+    document = client.get("/api/openapi.json").get_json()
+    validate(document)
+    served = {
+        (rule.rule, method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/") and rule.endpoint != "api.openapi"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {
+        (path.replace("{", "<").replace("}", ">"), method)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    assert served == described and len(ENDPOINTS) == len(served)
+    events = document["paths"]["/api/events"]["get"]
+    assert {p["name"] for p in events["parameters"]} >= {"email", "status", "cursor", "text"}
+    assert "EventPage" in document["components"]["schemas"]
