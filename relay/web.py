@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from relay import logs
 from relay.admin.api import bp as api_bp
+from relay.admin.dashboard import bp as dashboard_bp
 from relay.admin.health import bp as health_bp
 from relay.config import Config
 from relay.ingest.routes import bp as ingest_bp
@@ -46,6 +47,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.register_blueprint(health_bp)
     if config.admin_token:
         app.register_blueprint(api_bp)
+        app.register_blueprint(dashboard_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _storage_error)
     announce(relay)

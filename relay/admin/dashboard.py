@@ -1,0 +1,267 @@
+"""The dashboard at `/admin`: server-rendered pages over the same use cases as the API.
+
+Sign-in exchanges the admin token for a session cookie (HttpOnly, SameSite=Lax,
+signed with a key derived from the token, so every web process agrees on it and
+changing the token signs everyone out). Every POST carries a per-session CSRF token,
+checked before anything else. Payloads and Kartra answers are shown through Jinja's
+autoescaping, and a Content-Security-Policy without scripts backs that up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException
+
+from relay.admin import charts
+from relay.admin.operations import ReplayError, accounts_overview, replay, replay_many
+from relay.store import maintenance, queue, search, timeline
+from relay.store.tables import utcnow
+
+bp = Blueprint("dashboard", __name__, url_prefix="/admin", template_folder="templates")
+
+FAILURE_STATUSES = ("dead", "failed", "rejected")
+REFRESH_SECONDS = 15
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+@bp.record_once
+def _configure_session(state) -> None:
+    app = state.app
+    token = app.extensions["relay"].config.admin_token
+    app.secret_key = hmac.new(token.encode(), b"relay admin session", hashlib.sha256).digest()
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="relay_admin",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )
+
+
+def _relay():
+    return current_app.extensions["relay"]
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+@bp.context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "colours": charts.COLOURS}
+
+
+@bp.app_template_filter("pretty")
+def _pretty(value: Any) -> str:
+    """JSON for a <pre>: a plain string, so autoescaping still applies."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@bp.before_request
+def _guard():
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "")
+        if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+            abort(400, "the form's CSRF token is missing or out of date: reload the page")
+    if request.endpoint != "dashboard.login" and not session.get("admin"):
+        return redirect(url_for("dashboard.login", next=request.full_path))
+    return None
+
+
+@bp.errorhandler(HTTPException)
+def _error_page(exc: HTTPException):
+    """A page, not the JSON the hooks answer with: a person is reading it."""
+    page = render_template(
+        "admin/error.html", code=exc.code, name=exc.name, description=exc.description
+    )
+    return page, exc.code
+
+
+@bp.after_request
+def _headers(response):
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    if request.method == "POST":
+        expected = _relay().config.admin_token.encode()
+        if hmac.compare_digest(request.form.get("token", "").strip().encode(), expected):
+            session.clear()
+            session.permanent = True
+            session["admin"] = True
+            return redirect(_safe_next(request.args.get("next")))
+        error = "That is not the admin token."
+    return render_template("admin/login.html", error=error), 401 if error else 200
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path inside the dashboard, never another site."""
+    if target and target.startswith("/admin") and not target.startswith("//"):
+        return target
+    return url_for("dashboard.overview")
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("dashboard.login"))
+
+
+@bp.get("/")
+def overview():
+    engine = _relay().engine
+    limit = _relay().config.kartra_rate_limit
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    minute, twenty = timedelta(minutes=1), timedelta(minutes=20)
+    return render_template(
+        "admin/overview.html",
+        counts=search.counts(engine, since=utcnow() - day),
+        events_hour=charts.events_chart(
+            timeline.events_by_outcome(engine, hour, minute), "Events per minute, last hour"
+        ),
+        events_day=charts.events_chart(
+            timeline.events_by_outcome(engine, day, twenty), "Events per 20 minutes, last day"
+        ),
+        calls_hour=charts.rate_chart(
+            timeline.kartra_call_rate(engine, hour, minute),
+            limit,
+            "Kartra calls per second, last hour",
+        ),
+        calls_day=charts.rate_chart(
+            timeline.kartra_call_rate(engine, day, twenty),
+            limit,
+            "Kartra calls per second, last day",
+        ),
+        refresh=REFRESH_SECONDS * 2,
+    )
+
+
+@bp.get("/events")
+def events():
+    args = {
+        k: request.args.get(k, "").strip() or None for k in ("route", "status", "email", "text")
+    }
+    cursor = request.args.get("cursor") or None
+    page = search.search_events(_relay().engine, search.EventFilter(**args), cursor=cursor)
+    return render_template(
+        "admin/events.html",
+        page=page,
+        args=args,
+        routes=sorted(_relay().mappings),
+        statuses=("queued", "delivered", "dry_run", "failed", "dead", "ignored", "rejected"),
+        refresh=None if cursor else REFRESH_SECONDS,
+    )
+
+
+@bp.get("/events/<event_id>")
+def event(event_id: str):
+    found = search.get_event(_relay().engine, event_id)
+    if found is None:
+        abort(404, f"no event {event_id}")
+    live = any(d.status == "pending" for d in found.deliveries)
+    return render_template(
+        "admin/event.html", event=found, refresh=REFRESH_SECONDS // 3 if live else None
+    )
+
+
+@bp.post("/events/<event_id>/replay")
+def replay_event(event_id: str):
+    relay = _relay()
+    try:
+        done = replay(relay.engine, relay.mappings, event_id, request.form.get("mode", "mapping"))
+    except LookupError:
+        abort(404, f"no event {event_id}")
+    except ReplayError as exc:
+        flash(str(exc), "error")
+    else:
+        relay.wake.set()
+        flash(f"Replayed: {done.status}, {done.deliveries} new delivery(ies).", "ok")
+    return redirect(url_for("dashboard.event", event_id=event_id))
+
+
+@bp.get("/failures")
+def failures():
+    engine = _relay().engine
+    sections = {
+        status: search.search_events(engine, search.EventFilter(status=status), limit=100)
+        for status in FAILURE_STATUSES
+    }
+    paused = [a for a in accounts_overview(engine, _relay().config) if a.paused]
+    return render_template("admin/failures.html", sections=sections, paused=paused)
+
+
+@bp.post("/replay")
+def replay_selected():
+    relay = _relay()
+    ids = request.form.getlist("event_id")
+    if not ids:
+        flash("Tick at least one event to replay.", "error")
+        return redirect(url_for("dashboard.failures"))
+    results = replay_many(relay.engine, relay.mappings, ids, request.form.get("mode", "mapping"))
+    relay.wake.set()
+    done = sum(r.ok for r in results)
+    flash(f"Replayed {done} of {len(results)} event(s).", "ok" if done == len(results) else "error")
+    for result in results:
+        if not result.ok:
+            flash(f"{result.event_id}: {result.error}", "error")
+    return redirect(url_for("dashboard.failures"))
+
+
+@bp.post("/retry")
+def retry_dead():
+    relay = _relay()
+    requeued = maintenance.retry_dead(relay.engine)
+    relay.wake.set()
+    flash(f"{sum(r.deliveries for r in requeued)} dead delivery(ies) queued again.", "ok")
+    return redirect(url_for("dashboard.failures"))
+
+
+@bp.get("/accounts")
+def accounts():
+    relay = _relay()
+    return render_template(
+        "admin/accounts.html",
+        accounts=accounts_overview(relay.engine, relay.config),
+        limit=relay.config.kartra_rate_limit,
+    )
+
+
+@bp.post("/accounts/<name>/<action>")
+def steer_account(name: str, action: str):
+    relay = _relay()
+    if action == "pause":
+        queue.pause_account(relay.engine, name, "paused by an operator")
+    elif action == "resume":
+        queue.resume_account(relay.engine, name)
+        relay.wake.set()
+    else:
+        abort(404)
+    flash(f"{name}: {action}d.", "ok")
+    return redirect(url_for("dashboard.accounts"))

@@ -1,0 +1,105 @@
+"""The dashboard through the Flask test client: sign-in, CSRF, escaping, every page."""
+
+import re
+
+import pytest
+
+from tests.admin.conftest import KEY, PASSWORD, TOKEN, deliver, fix_mapping, post
+
+
+def csrf(page) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))[1]
+
+
+@pytest.fixture
+def signed_in(client):
+    page = client.get("/admin/login")
+    answer = client.post("/admin/login", data={"token": TOKEN, "csrf_token": csrf(page)})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/"
+    return client
+
+
+def test_pages_need_a_session_and_a_right_token(client):
+    answer = client.get("/admin/events?email=x")
+    assert answer.status_code == 302 and "/admin/login" in answer.headers["Location"]
+    page = client.get("/admin/login")
+    wrong = client.post("/admin/login", data={"token": "nope", "csrf_token": csrf(page)})
+    assert wrong.status_code == 401 and "not the admin token" in wrong.get_data(as_text=True)
+    assert client.get("/admin/").status_code == 302
+    cookie = client.get_cookie("relay_admin")
+    assert cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_a_form_without_its_csrf_token_is_refused(signed_in, client):
+    event_id = post(client)
+    for path in (f"/admin/events/{event_id}/replay", "/admin/retry", "/admin/logout"):
+        answer = signed_in.post(path, data={"mode": "mapping"})
+        assert answer.status_code == 400 and "CSRF" in answer.get_data(as_text=True)
+    assert signed_in.post("/admin/retry", data={"csrf_token": "forged"}).status_code == 400
+    fresh = client.application.test_client()
+    assert fresh.post("/admin/login", data={"token": TOKEN}).status_code == 400
+
+
+def test_next_stays_inside_the_dashboard(client):
+    page = client.get("/admin/login?next=//evil.example/x")
+    answer = client.post(
+        "/admin/login?next=//evil.example/x", data={"token": TOKEN, "csrf_token": csrf(page)}
+    )
+    assert answer.headers["Location"] == "/admin/"
+
+
+def test_find_open_and_replay_an_event(signed_in, client, app):
+    jane = post(client, "jane@example.com", "o1", note="<script>alert(1)</script>")
+    deliver(app)
+    listed = signed_in.get("/admin/events?email=jane%40example.com").get_data(as_text=True)
+    assert jane in listed and "s-failed" in listed
+    page = signed_in.get(f"/admin/events/{jane}")
+    html = page.get_data(as_text=True)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "Custmer" in html and "Tag does not exist" in html
+    assert KEY not in html and PASSWORD not in html and TOKEN not in html
+    assert "script-src" not in page.headers["Content-Security-Policy"]
+    fix_mapping(app)
+    answer = signed_in.post(
+        f"/admin/events/{jane}/replay", data={"mode": "mapping", "csrf_token": csrf(page)}
+    )
+    assert answer.status_code == 302
+    deliver(app)
+    html = signed_in.get(f"/admin/events/{jane}").get_data(as_text=True)
+    assert "Replayed: queued, 1 new delivery" in html and "s-replayed" in html
+    assert "&#34;status&#34;: &#34;Success&#34;" in html
+
+
+def test_failures_bulk_replay_and_accounts(signed_in, client, app):
+    failed = [post(client, f"p{i}@example.com", f"o{i}") for i in range(2)]
+    deliver(app)
+    page = signed_in.get("/admin/failures")
+    html = page.get_data(as_text=True)
+    assert all(f'value="{i}"' in html for i in failed)
+    fix_mapping(app)
+    signed_in.post(
+        "/admin/replay", data={"event_id": failed, "mode": "mapping", "csrf_token": csrf(page)}
+    )
+    assert deliver(app) == 2
+    html = signed_in.get("/admin/failures").get_data(as_text=True)
+    assert "Replayed 2 of 2 event(s)." in html and failed[0] not in html
+
+    page = signed_in.get("/admin/accounts")
+    assert "active" in page.get_data(as_text=True)
+    signed_in.post("/admin/accounts/default/pause", data={"csrf_token": csrf(page)})
+    html = signed_in.get("/admin/accounts").get_data(as_text=True)
+    assert "paused by an operator" in html and "Resume" in html
+    assert "paused by an operator" in signed_in.get("/admin/failures").get_data(as_text=True)
+    signed_in.post("/admin/accounts/default/resume", data={"csrf_token": csrf(page)})
+    assert "Pause" in signed_in.get("/admin/accounts").get_data(as_text=True)
+
+
+def test_overview_draws_charts_and_sign_out_ends_the_session(signed_in, client, app):
+    post(client)
+    deliver(app)
+    page = signed_in.get("/admin/")
+    html = page.get_data(as_text=True)
+    assert html.count("<svg") == 4 and "limit 20/s" in html and "failed: 1" in html
+    assert signed_in.get("/admin/events/ev_nope").status_code == 404
+    signed_in.post("/admin/logout", data={"csrf_token": csrf(page)})
+    assert signed_in.get("/admin/").status_code == 302
