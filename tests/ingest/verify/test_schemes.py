@@ -1,0 +1,123 @@
+"""What the vectors do not cover: HTTP Basic, the generic HMAC, query tokens, the
+PayPal certificate cache and its download checks, and the failure counter."""
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from relay.ingest import verify as verifying
+from relay.ingest.verify import Delivery, Rejected, paypal, verify
+from tests.ingest.verify.conftest import SOURCES, TEST_CERT
+
+BODY = b'{"id": "evt_1"}'
+
+
+def basic(user: str, password: str) -> dict:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"authorization": f"Basic {token}"}
+
+
+def test_http_basic():
+    spec = {"scheme": "basic", "username": "gumroad", "secrets": ["new-pw", "old-pw"]}
+    verify(spec, Delivery(BODY, basic("gumroad", "old-pw")))
+    for headers in (
+        basic("gumroad", "guess"),
+        basic("other", "new-pw"),
+        {},
+        {"authorization": "Bearer x"},
+    ):
+        with pytest.raises(Rejected):
+            verify(spec, Delivery(BODY, headers))
+
+
+@pytest.mark.parametrize(("algorithm", "encoding"), [("sha1", "hex"), ("sha512", "base64")])
+def test_generic_hmac_with_prefix_and_timestamp(algorithm, encoding):
+    spec = {
+        "scheme": "hmac",
+        "secrets": ["k"],
+        "header": "X-Sig",
+        "algorithm": algorithm,
+        "encoding": encoding,
+        "prefix": "v=",
+        "timestamp_header": "X-Ts",
+        "tolerance": 60,
+    }
+    digest = hmac.new(b"k", b"1000." + BODY, getattr(hashlib, algorithm)).digest()
+    signature = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+    headers = {"x-sig": "v=" + signature, "x-ts": "1000"}
+    verify(spec, Delivery(BODY, headers, now=1030))
+    with pytest.raises(Rejected, match="tolerance"):
+        verify(spec, Delivery(BODY, headers, now=1061))
+    with pytest.raises(Rejected, match="start with"):
+        verify(spec, Delivery(BODY, {**headers, "x-sig": signature}, now=1000))
+
+
+def test_query_token():
+    spec = {"scheme": "token", "query": "token", "secrets": ["s3cret-token"]}
+    verify(spec, Delivery(BODY, {}, query={"token": ["s3cret-token"]}))
+    for query in ({}, {"token": ["nope"]}, {"token": ["s3cret-token", "s3cret-token"]}):
+        with pytest.raises(Rejected):
+            verify(spec, Delivery(BODY, {}, query=query))
+
+
+def test_none_verifies_nothing():
+    verify("none", Delivery(BODY, {}))
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://api.paypal.com/v1/notifications/certs/CERT-1", True),
+        ("https://api.sandbox.paypal.com/v1/notifications/certs/CERT-1", True),
+        ("http://api.paypal.com/cert", False),
+        ("https://paypal.com.evil.example/cert", False),
+        ("https://evilpaypal.com/cert", False),
+        ("https://api.paypal.com:8443/cert", False),
+        ("https://user@api.paypal.com/cert", False),
+    ],
+)
+def test_certificates_come_only_from_paypal_over_https(url, ok):
+    assert paypal.is_paypal_url(url) is ok
+
+
+def test_certificates_are_fetched_once_per_url():
+    fetched = []
+    store = paypal.Certificates(fetch=lambda url: fetched.append(url) or TEST_CERT)
+    for _ in range(3):
+        assert store.get("https://api.paypal.com/c/1") is TEST_CERT
+    assert fetched == ["https://api.paypal.com/c/1"]
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def read(self, size: int, decode_content: bool = True) -> bytes:
+        return self.body[:size]
+
+
+class _Answer:
+    """What `requests.get(..., stream=True)` gives the downloader, minus the network."""
+
+    status_code = 200
+
+    def __init__(self, body: bytes):
+        self.raw = _Raw(body)
+
+
+def test_a_downloaded_certificate_must_belong_to_paypal(monkeypatch):
+    pem = (SOURCES / "fixtures/paypal/test-cert.pem").read_bytes()
+    monkeypatch.setattr(paypal.requests, "get", lambda url, **kw: _Answer(pem))
+    with pytest.raises(Rejected, match="not under paypal.com"):
+        paypal.fetch_certificate("https://api.paypal.com/c/1")
+    monkeypatch.setattr(paypal.requests, "get", lambda url, **kw: _Answer(b"not a cert"))
+    with pytest.raises(Rejected, match="not PEM"):
+        paypal.fetch_certificate("https://api.paypal.com/c/1")
+
+
+def test_failures_are_counted_per_route():
+    before = verifying.failures().get("route-x", 0)
+    verifying.count_failure("route-x")
+    assert verifying.failures()["route-x"] == before + 1
