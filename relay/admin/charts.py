@@ -6,11 +6,13 @@ label passes `escape`, so a chart cannot carry markup from the data.
 
 from __future__ import annotations
 
+import math
+
 from markupsafe import Markup, escape
 
 from relay.store.timeline import Series
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 600, 180, 34, 20, 8
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 480, 170, 34, 20, 10
 
 # Status colours, shared with the pages' badges (dashboard.css).
 COLOURS = {
@@ -34,11 +36,11 @@ def _frame(series: Series, top: float, label: str) -> list[str]:
         f'<text x="{LEFT - 4}" y="{HEIGHT - BOTTOM}" text-anchor="end" class="axis">0</text>',
     ]
     n = len(series.buckets)
-    for i in (0, n // 2, n - 1):
+    for i, anchor in ((0, "start"), (n // 2, "middle"), (n - 1, "end")):
         at = series.start + series.step * i
-        x = LEFT + (WIDTH - LEFT) * (i + 0.5) / n
+        x = {"start": LEFT, "middle": LEFT + (WIDTH - LEFT) * (i + 0.5) / n, "end": WIDTH}[anchor]
         parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 4}" text-anchor="middle" class="axis">'
+            f'<text x="{x:.1f}" y="{HEIGHT - 4}" text-anchor="{anchor}" class="axis">'
             f"{at:%H:%M}</text>"
         )
     return parts
@@ -76,7 +78,7 @@ def events_chart(series: Series, label: str) -> Markup:
 def rate_chart(series: Series, limit: float, label: str) -> Markup:
     """Average calls/s as bars, the busiest second as dots, the App's limit as a line."""
     peaks = [b["peak"] for b in series.buckets]
-    top = max(max(peaks, default=0), limit) * 1.1
+    top = math.ceil(max(max(peaks, default=0), limit) * 1.1 / 5) * 5
     parts = _frame(series, top, label)
     plot_h = HEIGHT - BOTTOM - TOP
     n = len(series.buckets)
