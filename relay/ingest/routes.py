@@ -14,6 +14,7 @@ import time
 from flask import Blueprint, current_app, jsonify, redirect, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from relay.ingest.forms import RateLimit, client_address, cors_headers
 from relay.ingest.parse import BodyError, header_dict, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
 from relay.logs import get_logger
@@ -27,12 +28,19 @@ log = get_logger("relay.ingest")
 DROPPED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 
 
-@bp.post("/hooks/<route>")
+@bp.post("/hooks/<route>", provide_automatic_options=False)
 def receive(route: str):
     relay = current_app.extensions["relay"]
     mapping = relay.mappings.get(route)
     if mapping is None:
         return jsonify(error=f"unknown route {route!r}"), 404
+    form = mapping.form
+    if form is not None and form.rate_limit is not None:
+        address = client_address(request, form)
+        limiter = current_app.extensions.setdefault("relay.rate_limit", RateLimit())
+        if not limiter.allow(route, address, form.rate_limit, _clock()):
+            log.info("event_refused", route=route, status=429, reason="rate limit")
+            return _refuse(mapping, "too many posts from your address; try again in a minute", 429)
     raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
         verify(mapping.verify, _delivery(raw))
@@ -49,7 +57,7 @@ def receive(route: str):
         body = parse_body(request.content_type, raw)
     except BodyError as exc:
         log.info("event_refused", route=route, status=exc.status, reason=str(exc))
-        return jsonify(error=str(exc)), exc.status
+        return _refuse(mapping, str(exc), exc.status)
     headers, query = _without_token(
         mapping.verify, header_dict(request.headers, DROPPED_HEADERS), request.args.to_dict(), body
     )
@@ -83,12 +91,44 @@ def receive(route: str):
         deliveries=len(rendered.plans),
         duplicate=not stored.created,
     )
-    if mapping.redirect and _is_browser_form_post():
-        return redirect(mapping.redirect, code=303)
+    if _is_browser_form_post():
+        if stored.status == "rejected" and mapping.error_redirect:
+            return redirect(mapping.error_redirect, code=303)
+        if mapping.redirect:
+            return redirect(mapping.redirect, code=303)
     answer = {"event_id": stored.event_id, "status": stored.status}
     if not stored.created:
         return jsonify({**answer, "duplicate": True}), 200
     return jsonify(answer), mapping.status_code
+
+
+@bp.route("/hooks/<route>", methods=["OPTIONS"])
+def preflight(route: str):
+    """A `fetch()` from another site asks first; only the route's `form.origins` are told yes."""
+    mapping = current_app.extensions["relay"].mappings.get(route)
+    if mapping is None or not cors_headers(mapping.form, request.headers.get("Origin")):
+        return "", 403
+    return "", 204
+
+
+@bp.after_request
+def _cors(response):
+    route = (request.view_args or {}).get("route")
+    mapping = current_app.extensions["relay"].mappings.get(route) if route else None
+    if mapping is not None:
+        response.headers.update(cors_headers(mapping.form, request.headers.get("Origin")))
+    return response
+
+
+def _refuse(mapping, message: str, status: int):
+    """A refusal: a browser posting the form is sent to the error page, if there is one."""
+    if mapping.error_redirect and _is_browser_form_post():
+        return redirect(mapping.error_redirect, code=303)
+    return jsonify(error=message), status
+
+
+def _clock() -> float:
+    return current_app.extensions.get("relay.clock", time.time)()
 
 
 @bp.route("/hooks/<route>", methods=["HEAD"])
@@ -108,7 +148,7 @@ def _delivery(raw: bytes) -> Delivery:
         body=raw,
         headers={name.lower(): value for name, value in request.headers.items()},
         query=request.args.to_dict(flat=False),
-        now=extensions.get("relay.clock", time.time)(),
+        now=_clock(),
         certificates=extensions.get("relay.paypal_certificates"),
     )
 

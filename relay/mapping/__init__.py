@@ -8,10 +8,11 @@ See docs/mappings.md for the file format.
 
 from relay.mapping.compile import load_mapping, load_mappings
 from relay.mapping.errors import MappingError, Problem, RenderError
-from relay.mapping.model import Action, Lead, Mapping, Rendered, Rule
+from relay.mapping.model import Action, Form, Lead, Mapping, Rendered, Rule
 
 __all__ = [
     "Action",
+    "Form",
     "Lead",
     "Mapping",
     "MappingError",

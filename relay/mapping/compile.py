@@ -18,7 +18,7 @@ from relay.kartra.commands import ACTIONS
 from relay.mapping.errors import MappingError, Problem
 from relay.mapping.expressions import Sandbox, TemplateProblem
 from relay.mapping.files import FileProblem, read_yaml
-from relay.mapping.model import Action, Lead, Mapping, Rule
+from relay.mapping.model import Action, Form, Lead, Mapping, Rule
 from relay.mapping.schema import ROUTE_NAME, check_shape, in_file_order
 from relay.mapping.verify import resolve_verify
 
@@ -90,6 +90,7 @@ def load_mapping(path: Path, env: EnvMapping[str, str] | None = None) -> Mapping
     if problems:
         raise MappingError(in_file_order(problems, data))
     response = data.get("response") or {}
+    form = data.get("form")
     return Mapping(
         route=route,
         file=path,
@@ -101,6 +102,14 @@ def load_mapping(path: Path, env: EnvMapping[str, str] | None = None) -> Mapping
         rules=rules,
         tables=builder.tables,
         event_id_template=event_id,
+        error_redirect=response.get("error_redirect"),
+        form=None
+        if form is None
+        else Form(
+            origins=tuple(form.get("origins", ())),
+            rate_limit=form.get("rate_limit"),
+            trust_forwarded_for=form.get("trust_forwarded_for", False),
+        ),
     )
 
 

@@ -43,6 +43,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Form:
+    """A browser-facing route: CORS `origins`, posts a minute per client address, and
+    whether `X-Forwarded-For` (set by a proxy you run behind, such as Heroku's router)
+    names the client."""
+
+    origins: tuple[str, ...] = ()
+    rate_limit: int | None = None
+    trust_forwarded_for: bool = False
+
+
+@dataclass(frozen=True)
 class Rendered:
     """What became of one event: "queued" with plans, "ignored" or "rejected" with a reason."""
 
@@ -66,6 +77,8 @@ class Mapping:
     rules: tuple[Rule, ...]
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_id_template: Value | None = None
+    error_redirect: str | None = None
+    form: Form | None = None
 
     def render(self, payload: dict[str, Any]) -> Rendered:
         """The plans for one event; the first rule whose `when` holds decides.

@@ -31,6 +31,7 @@ ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FIELD_IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
 LEAD_MODES = ("upsert", "existing")
 SCALAR = (str, int, float, bool)
 
@@ -160,6 +161,25 @@ class ResponseSchema(_Strict):
         strict=True, validate=validate.OneOf([200, 202], error="must be 200 or 202")
     )
     redirect = fields.Url(schemes={"http", "https"}, require_tld=False)
+    error_redirect = fields.Url(schemes={"http", "https"}, require_tld=False)
+
+
+class FormSchema(_Strict):
+    """Settings for a route that browsers post to (an HTML form or a `fetch()` call)."""
+
+    origins = fields.List(
+        fields.String(
+            validate=validate.Regexp(
+                ORIGIN, error="must be an origin like https://www.example.com (no path)"
+            )
+        )
+    )
+    rate_limit = fields.Integer(
+        strict=True, validate=validate.Range(1, 10_000, error="must be 1 to 10000 posts a minute")
+    )
+    trust_forwarded_for = fields.Boolean(
+        truthy={True}, falsy={False}, error_messages={"invalid": "must be true or false"}
+    )
 
 
 LeadSchema = _Strict.from_dict(
@@ -264,6 +284,7 @@ class MappingSchema(_Strict):
     description = fields.String()
     verify = Verify(required=True)
     response = fields.Nested(ResponseSchema)
+    form = fields.Nested(FormSchema)
     event_id = fields.String()
     account = fields.String(
         validate=validate.Regexp(ACCOUNT_NAME, error="must be lower-case letters, digits and _")
