@@ -255,3 +255,37 @@ def test_an_unknown_product_is_rejected_naming_it():
 def test_the_html_form_honeypot_ignores_bots():
     rendered, _ = render("html-form", "optin.urlencoded", website="http://spam.example")
     assert (rendered.status, rendered.rule) == ("ignored", "honeypot")
+
+
+def render_body(sender: str, body: dict):
+    return recipe(sender).render({"body": body, "headers": {}, "query": {}, "route": sender})
+
+
+def test_stripe_invoice_paid_tags_the_subscription_product():
+    invoice = {
+        "customer_email": "Maria@Example.com",
+        "customer_name": "Maria Garcia",
+        "customer_phone": None,
+        "lines": {"data": [{"price": {"product": "prod_RFixturePro"}}]},
+    }
+    rendered = render_body("stripe", {"type": "invoice.paid", "data": {"object": invoice}})
+    [plan] = rendered.plans
+    assert plan["lead"] == {
+        "email": "maria@example.com",
+        "first_name": "Maria",
+        "last_name": "Garcia",
+    }
+    assert plan["actions"][0] == {"cmd": "assign_tag", "tag_name": "Pro Membership"}
+
+
+def test_calendly_cancellation_takes_the_booking_tag_back():
+    body = {
+        "event": "invitee.canceled",
+        "payload": {"email": "lucas.martin@example.com", "scheduled_event": {"name": "Intro"}},
+    }
+    [plan] = render_body("calendly", body).plans
+    assert plan["lead_mode"] == "existing"
+    assert plan["actions"] == [
+        {"cmd": "unassign_tag", "tag_name": "Booked: Intro"},
+        {"cmd": "assign_tag", "tag_name": "Cancelled Call"},
+    ]
