@@ -229,7 +229,9 @@ def test_a_recipe_without_its_env_var_names_it():
         load_mapping(EXAMPLES / "stripe.yaml", {})
 
 
-@pytest.mark.parametrize(("sender", "name"), sorted(EXPECTED), ids="/".join)
+@pytest.mark.parametrize(
+    ("sender", "name"), sorted(EXPECTED), ids=[f"{s}/{n}" for s, n in sorted(EXPECTED)]
+)
 def test_recipe_renders_the_fixture(sender, name):
     rendered, event_id = render(sender, name)
     expected = EXPECTED[(sender, name)]
