@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 class Rejected(Exception):
@@ -13,6 +14,12 @@ class Rejected(Exception):
 
 class Ping(Exception):
     """An unsigned set-up probe (WooCommerce's `webhook_id=N`): answer 200, store nothing."""
+
+
+class CertificateSource(Protocol):
+    """Where PayPal certificates come from: `paypal.Certificates`, or a test's stand-in."""
+
+    def get(self, url: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Delivery:
     headers: Mapping[str, str]
     query: Mapping[str, list[str]] = field(default_factory=dict)
     now: float = 0.0
-    certificates: object | None = None
+    certificates: CertificateSource | None = None
 
     def header(self, name: str) -> str:
         value = self.headers.get(name.lower())

@@ -34,7 +34,7 @@ _WOO_PING = re.compile(rb"webhook_id=\d{1,20}")
 
 def verify_hmac(delivery: Delivery, spec: dict[str, Any]) -> None:
     """`<prefix><hex|base64 HMAC>` in `header`; with `timestamp_header`, over `<ts>.<body>`."""
-    settings = {"algorithm": "sha256", "prefix": "", **spec}
+    settings = {"algorithm": "sha256", "encoding": "hex", "prefix": "", **spec}
     signature = delivery.header(settings["header"])
     prefix = settings["prefix"]
     if not signature.startswith(prefix):

@@ -121,3 +121,11 @@ def test_failures_are_counted_per_route():
     before = verifying.failures().get("route-x", 0)
     verifying.count_failure("route-x")
     assert verifying.failures()["route-x"] == before + 1
+
+
+def test_generic_hmac_defaults_to_hex_sha256_of_the_body():
+    spec = {"scheme": "hmac", "secrets": ["k"], "header": "X-Sig"}
+    signature = hmac.new(b"k", BODY, hashlib.sha256).hexdigest()
+    verify(spec, Delivery(BODY, {"x-sig": signature.upper()}))
+    with pytest.raises(Rejected):
+        verify(spec, Delivery(BODY + b" ", {"x-sig": signature}))
