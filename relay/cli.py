@@ -72,6 +72,7 @@ def serve(port: int | None, host: str) -> None:
 @main.command()
 def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
+    from relay.admin.metrics import instrument
     from relay.dispatch.worker import Dispatcher
     from relay.store import connect, schema_is_current
     from relay.web import configure_logging
@@ -82,6 +83,7 @@ def worker() -> None:
     if not schema_is_current(engine):
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
     dispatcher = Dispatcher(config, engine)
+    instrument(dispatcher)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: dispatcher.shutdown())
     dispatcher.run()
@@ -437,10 +439,12 @@ def redact(event_ids, email) -> None:
 
 def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
     """The single-process mode: the dispatcher as a thread of the web process."""
+    from relay.admin.metrics import instrument
     from relay.dispatch.worker import Dispatcher
 
     relay = app.extensions["relay"]
     dispatcher = Dispatcher(relay.config, relay.engine, wake=relay.wake)
+    instrument(dispatcher)
     thread = threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True)
     thread.start()
     return thread, dispatcher

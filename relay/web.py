@@ -14,6 +14,7 @@ from relay import logs
 from relay.admin.api import bp as api_bp
 from relay.admin.dashboard import bp as dashboard_bp
 from relay.admin.health import bp as health_bp
+from relay.admin.metrics import bp as metrics_bp
 from relay.config import Config
 from relay.ingest.routes import bp as ingest_bp
 from relay.mapping import Mapping, load_mappings
@@ -48,6 +49,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     if config.admin_token:
         app.register_blueprint(api_bp)
         app.register_blueprint(dashboard_bp)
+        app.register_blueprint(metrics_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _storage_error)
     announce(relay)
