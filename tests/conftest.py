@@ -31,9 +31,10 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "database_url" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--db")
-        metafunc.parametrize(
-            "database_kind", DATABASES if chosen == "both" else (chosen,), scope="session"
-        )
+        kinds = DATABASES if chosen == "both" else (chosen,)
+        if metafunc.definition.get_closest_marker("postgresql_only"):
+            kinds = ("postgresql",)
+        metafunc.parametrize("database_kind", kinds, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,21 @@ class Cluster:
     def restart(self) -> None:
         """Restart the server (for tests that survive a database restart)."""
         data = str(self.directory / "data")
-        self._run([_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "60", "restart"])
+        self._run(
+            [
+                _bin("pg_ctl"),
+                "-D",
+                data,
+                "-l",
+                str(self.directory / "log"),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ]
+        )
 
     def new_database(self) -> str:
         """A fresh empty database; returns its SQLAlchemy URL."""

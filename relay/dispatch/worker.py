@@ -96,6 +96,8 @@ class Dispatcher:
         self.retry_wait = retry_wait or wait_exponential_jitter(initial=1, max=4, jitter=0.5)
         self.name = worker_name()
         self.lease = timedelta(seconds=config.delivery_lease)
+        self.holding: set[int] = set()
+        self._holding_lock = threading.Lock()
 
     def run(self) -> None:
         """Deliver until `stop` is set, then finish the calls in flight and give back
@@ -129,6 +131,8 @@ class Dispatcher:
                 self.wake.clear()
                 claimed = self._claim(free) if free else []
                 for delivery in claimed:
+                    with self._holding_lock:
+                        self.holding.add(delivery.id)
                     in_flight.add(pool.submit(self._process_and_wake, delivery))
                 if len(claimed) < free or not free:
                     self.wake.wait(self.poll_interval)
@@ -140,7 +144,9 @@ class Dispatcher:
 
     def _beat(self, started_at) -> None:
         try:
-            queue.beat(self.engine, self.name, started_at, self.lease)
+            with self._holding_lock:
+                holding = sorted(self.holding)
+            queue.beat(self.engine, self.name, started_at, self.lease, holding)
         except Exception:
             log.exception("heartbeat_failed", worker=self.name)
 
@@ -168,6 +174,8 @@ class Dispatcher:
         except Exception:
             log.exception("delivery_crashed", delivery_id=delivery.id, event_id=delivery.event_id)
         finally:
+            with self._holding_lock:
+                self.holding.discard(delivery.id)
             self.wake.set()
 
     def process(self, delivery: queue.Claimed) -> None:

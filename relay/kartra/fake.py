@@ -8,12 +8,15 @@ the fake picks the stricter reading: after a failed lead command the rest of the
 is not run and not reported. All accounts share one store of leads and assets.
 
 Control endpoints for tests and demos: `GET /_fake/calls`, `GET /_fake/leads`,
-`POST /_fake/reset`, `POST /_fake/down`, `POST /_fake/up`.
+`POST /_fake/reset`, `POST /_fake/down`, `POST /_fake/up`, and `POST /_fake/chaos`
+(`{"rate": 0.3, "kinds": ["503", "timeout", "reset"], "timeout_ms": 2000}`) to fail a
+share of calls the ways a real network does.
 """
 
 import argparse
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -127,6 +130,7 @@ class FakeKartra:
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.down = False
+        self.chaos = Chaos()
         self._clock = clock
         self._lock = threading.Lock()
         self.reset()
@@ -476,8 +480,25 @@ def create_app(fake: FakeKartra) -> Flask:
         pause = fake.delay()
         if pause:
             time.sleep(pause)
+        failure = fake.chaos.draw()
+        if failure == "503":
+            return jsonify({"status": "Error", "message": "Service unavailable"}), 503
         status, body = fake.handle(decode(request.get_data()))
+        if failure == "timeout":
+            time.sleep(fake.chaos.timeout_ms / 1000)
+        elif failure == "reset":
+            _drop_connection()
         return jsonify(body), status
+
+    @app.post("/_fake/chaos")
+    def chaos() -> Response:
+        settings = request.get_json(force=True)
+        fake.chaos = Chaos(
+            float(settings.get("rate", 0)),
+            tuple(settings.get("kinds", Chaos.KINDS)),
+            float(settings.get("timeout_ms", 2000)),
+        )
+        return jsonify({"status": "ok"})
 
     @app.get("/_fake/calls")
     def calls() -> Response:
@@ -503,6 +524,31 @@ def create_app(fake: FakeKartra) -> Flask:
         return jsonify({"status": "up"})
 
     return app
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """Failures for crash tests, drawn per request. "503" answers before doing anything;
+    "timeout" and "reset" apply the call first and then answer too late or not at all,
+    the ambiguous failures a real network produces."""
+
+    rate: float = 0.0
+    kinds: tuple[str, ...] = ("503", "timeout", "reset")
+    timeout_ms: float = 2000.0
+    KINDS = ("503", "timeout", "reset")
+
+    def draw(self) -> str | None:
+        if self.rate and random.random() < self.rate:
+            return random.choice(self.kinds)
+        return None
+
+
+def _drop_connection() -> None:
+    """Close the client's socket without an answer (werkzeug's server exposes it)."""
+    sock = request.environ.get("werkzeug.socket")
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 def _names(value: str) -> list[str]:

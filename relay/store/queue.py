@@ -257,18 +257,22 @@ def _set_paused(engine: Engine, name: str, paused: bool, reason: str | None) -> 
         )
 
 
-def beat(engine: Engine, worker: str, started_at: datetime, lease: timedelta) -> None:
+def beat(
+    engine: Engine, worker: str, started_at: datetime, lease: timedelta, holding: list[int]
+) -> None:
     """Say this dispatcher is alive (readiness checks read `workers.seen_at`) and extend
-    the leases of the deliveries it holds: a claim outlives a slow Kartra call as long
-    as its worker lives, and lapses soon after the worker dies."""
+    the leases of the deliveries it is working on (`holding`): a claim outlives a slow
+    Kartra call as long as its worker lives, and lapses soon after the worker dies, or
+    after the worker lost track of it (a crash while recording)."""
     now = utcnow()
     with engine.begin() as conn:
         upsert(conn, workers, {"name": worker, "started_at": started_at, "seen_at": now})
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.claimed_by == worker, deliveries.c.status == "pending")
-            .values(claimed_until=now + lease)
-        )
+        if holding:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(holding), deliveries.c.claimed_by == worker)
+                .values(claimed_until=now + lease)
+            )
 
 
 def forget_worker(engine: Engine, worker: str) -> None:

@@ -62,9 +62,16 @@ class Process:
                 lines.append(json.loads(line))
         return lines
 
+    def kill(self) -> None:
+        """kill -9, as a lost machine or the OOM killer would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._out.close()
+
     def stop(self, timeout: float = 15.0) -> float:
         """SIGTERM the whole process group; returns how long it took to exit."""
         if self.proc.poll() is not None:
+            self._out.close()
             return 0.0
         started = time.monotonic()
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -125,6 +132,11 @@ class FakeKartra:
     def set_down(self, down: bool) -> None:
         requests.post(self.url + ("/_fake/down" if down else "/_fake/up"), timeout=2)
 
+    def set_chaos(self, rate: float, timeout_ms: float = 2000) -> None:
+        requests.post(
+            self.url + "/_fake/chaos", json={"rate": rate, "timeout_ms": timeout_ms}, timeout=2
+        )
+
 
 class Relay:
     def __init__(self, tmp_path: Path, database_url: str, env: dict[str, str]):
@@ -143,6 +155,7 @@ class Relay:
         self.log = tmp_path / "relay.log"
         self.cli("db", "upgrade")
         self.process: Process | None = None
+        self.workers: list[Process] = []
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -161,8 +174,43 @@ class Relay:
         wait_until(lambda: _http_ok(self.url + "/readyz"), timeout=30)
         return self
 
+    def start_web(self, concurrency: int = 2) -> Process:
+        """The Procfile's web process: gunicorn, no dispatcher inside."""
+        env = {**self.env, "WEB_CONCURRENCY": str(concurrency)}
+        self.process = Process(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "python:relay.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "app:app",
+            ],
+            env,
+            self.log,
+        )
+        wait_until(lambda: _http_ok(self.url + "/readyz"), timeout=30)
+        return self.process
+
+    def start_worker(self) -> Process:
+        """The Procfile's worker process."""
+        worker = Process(
+            [sys.executable, "-m", "relay", "worker"],
+            self.env,
+            self.log.with_name(f"worker-{len(self.workers)}.log"),
+        )
+        self.workers.append(worker)
+        return worker
+
     def stop(self) -> float:
         return self.process.stop() if self.process else 0.0
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.stop()
 
     def post(self, route: str, **kwargs) -> requests.Response:
         return requests.post(f"{self.url}/hooks/{route}", timeout=10, **kwargs)
@@ -224,7 +272,7 @@ def relay_factory(tmp_path, database_url):
 
     yield make
     for relay in started:
-        relay.stop()
+        relay.stop_all()
 
 
 def live_env(fake: FakeKartra, **extra: str) -> dict[str, str]:

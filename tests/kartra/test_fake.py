@@ -216,3 +216,26 @@ def test_sequences_option() -> None:
         "Onboarding": ["1", "2", "3"],
         "Upsell": ["1"],
     }
+
+
+@pytest.mark.parametrize(("kind", "applied"), [("503", False), ("reset", True), ("timeout", True)])
+def test_chaos_fails_calls_the_ways_a_network_does(serve, kind, applied) -> None:
+    from relay.kartra import Credentials, KartraClient
+
+    fake = FakeKartra(app_id="a", accounts={"k": "p"}, tags=["T"])
+    url = serve(fake)
+    client = create_app(fake).test_client()
+    client.post("/_fake/chaos", json={"rate": 1, "kinds": [kind], "timeout_ms": 600})
+    plan = {
+        "rule": "r",
+        "account": "default",
+        "lead": {"email": "x@example.com"},
+        "lead_mode": "upsert",
+        "actions": [{"cmd": "assign_tag", "tag_name": "T"}],
+    }
+    with KartraClient(url, timeout=(1, 0.3)) as kartra:
+        call = kartra.call(
+            Credentials("a", "k", "p"), kartra.build_params(Credentials("a", "k", "p"), plan)
+        )
+    assert call.error and call.kind == "ambiguous"
+    assert (fake.find_lead("x@example.com") is not None) is applied

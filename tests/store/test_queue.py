@@ -173,7 +173,16 @@ def test_expiring_claims_frees_them_now_and_marks_them_reclaimed(engine):
 
 def test_a_living_worker_keeps_its_claims_by_beating(engine):
     store_event(engine, new_event(plan()))
-    queue.claim(engine, "slow-worker", limit=1, lease=timedelta(seconds=1))
-    queue.beat(engine, "slow-worker", utcnow(), timedelta(minutes=1))
+    [held] = queue.claim(engine, "slow-worker", limit=1, lease=timedelta(seconds=1))
+    queue.beat(engine, "slow-worker", utcnow(), timedelta(minutes=1), [held.id])
     later = utcnow() + timedelta(seconds=5)
     assert queue.claim(engine, "w2", limit=1, lease=LEASE, now=later) == []
+
+
+def test_a_claim_its_worker_lost_track_of_is_not_renewed(engine):
+    store_event(engine, new_event(plan()))
+    queue.claim(engine, "crashed-sender", limit=1, lease=timedelta(seconds=1))
+    queue.beat(engine, "crashed-sender", utcnow(), timedelta(minutes=1), [])
+    later = utcnow() + timedelta(seconds=5)
+    [again] = queue.claim(engine, "w2", limit=1, lease=LEASE, now=later)
+    assert again.reclaimed
