@@ -73,6 +73,7 @@ def serve(port: int | None, host: str) -> None:
 def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
     from relay.admin.metrics import instrument
+    from relay.admin.retention import Retention
     from relay.dispatch.worker import Dispatcher
     from relay.store import connect, schema_is_current
     from relay.web import configure_logging
@@ -84,9 +85,12 @@ def worker() -> None:
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
     dispatcher = Dispatcher(config, engine)
     instrument(dispatcher)
+    retention = Retention(engine, config.retention_days)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: dispatcher.shutdown())
+    retention.start()
     dispatcher.run()
+    retention.stop.set()
 
 
 @main.command()
@@ -438,13 +442,16 @@ def redact(event_ids, email) -> None:
 
 
 def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
-    """The single-process mode: the dispatcher as a thread of the web process."""
+    """The single-process mode: the dispatcher (and retention) as threads of the web
+    process."""
     from relay.admin.metrics import instrument
+    from relay.admin.retention import Retention
     from relay.dispatch.worker import Dispatcher
 
     relay = app.extensions["relay"]
     dispatcher = Dispatcher(relay.config, relay.engine, wake=relay.wake)
     instrument(dispatcher)
+    Retention(relay.engine, relay.config.retention_days).start()
     thread = threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True)
     thread.start()
     return thread, dispatcher
