@@ -75,13 +75,13 @@ def worker() -> None:
     from relay.admin.metrics import instrument
     from relay.admin.retention import Retention
     from relay.dispatch.worker import Dispatcher
-    from relay.store import connect, schema_is_current
+    from relay.store import connect, wait_for_schema
     from relay.web import configure_logging
 
     config = _config()
     configure_logging(config)
     engine = connect(config.database_url)
-    if not schema_is_current(engine):
+    if not wait_for_schema(engine):
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
     dispatcher = Dispatcher(config, engine)
     instrument(dispatcher)

@@ -6,6 +6,7 @@ timeout long enough for the dispatcher and the web threads to take turns).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -49,6 +51,19 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def wait_for_schema(engine: Engine, *, timeout: float = 60.0, pause: float = 1.0) -> bool:
+    """`schema_is_current`, retrying while the database cannot be reached: a worker that
+    boots while PostgreSQL restarts (or before its add-on is up) waits instead of dying."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return schema_is_current(engine)
+        except OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
 
 
 def schema_is_current(engine: Engine) -> bool:
