@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
 from relay.store.events import lead_key
-from relay.store.search import _mentions_email
+from relay.store.search import mentions_email
 from relay.store.tables import attempts, deliveries, events, leads, utcnow
 
 REPLAYED = "replayed"
@@ -181,7 +181,7 @@ def redact(
         raise ValueError("redact needs event ids or an email")
     now = utcnow()
     with engine.begin() as conn:
-        where = [events.c.id.in_(event_ids)] if event_ids else [_mentions_email(email)]
+        where = [events.c.id.in_(event_ids)] if event_ids else [mentions_email(email)]
         ids = list(conn.execute(select(events.c.id).where(or_(*where))).scalars())
         waiting = conn.execute(
             select(deliveries.c.event_id)

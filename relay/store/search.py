@@ -43,7 +43,7 @@ class EventFilter:
         if self.until:
             clauses.append(events.c.received_at < self.until)
         if self.email:
-            clauses.append(_mentions_email(self.email))
+            clauses.append(mentions_email(self.email))
         if self.text:
             clauses.append(_payload_text().ilike(f"%{_escape_like(self.text)}%", escape="\\"))
         return clauses
@@ -57,14 +57,15 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _mentions_email(email: str):
+def mentions_email(email: str):
     """An event is about an email when one of its deliveries is for that lead, or when
-    the address appears in its payload (a rejected event has no delivery)."""
+    a value of its payload is that address (a rejected event has no delivery). The
+    address must be a whole JSON string, so `jane@` never finds `mary.jane@`."""
     email = email.strip().lower()
     for_lead = select(deliveries.c.event_id).where(deliveries.c.lead_key == "email:" + email)
     return or_(
         events.c.id.in_(for_lead),
-        _payload_text().ilike(f"%{_escape_like(email)}%", escape="\\"),
+        _payload_text().ilike(f'%"{_escape_like(email)}"%', escape="\\"),
     )
 
 

@@ -1,6 +1,7 @@
 """Search, replay, retry, purge and redact on a real SQLite record, events posted
 through the ingest endpoint and delivered to the fake Kartra."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -24,7 +25,7 @@ def relay_of(app):
 
 
 def test_search_by_email_status_route_and_text(client, app, engine):
-    jane = post(client, "jane@example.com", "o1", coupon="SPRING")
+    jane = post(client, "jane@example.com", "o1", coupon="SPRING", note="x")
     bob = post(client, "bob@example.com", "o2")
     other = post(client, "carl@example.com", "o3", type="refund")
     deliver(app)
@@ -170,17 +171,20 @@ def test_redact_by_email_erases_personal_data_everywhere(client, app, engine):
     fix_mapping(app)
     replay(engine, relay_of(app).mappings, event_id)
     deliver(app)
-    other = post(client, "bob@example.com", "r2")
+    other = post(client, "bob@example.com", "r2", note="cc mary.jane@example.com")
+    namesake = post(client, "mary.jane@example.com", "r3")
     deliver(app)
     assert redact(engine, email="Jane@Example.com") == [event_id]
     with engine.connect() as conn:
         rows = [str(conn.execute(select(t)).all()) for t in (events, deliveries, attempts, leads)]
-    assert all("jane@example.com" not in text for text in rows)
+    assert not any(re.search(r"(?<![\w.])jane@example\.com", text) for text in rows)
+    assert any("mary.jane@example.com" in text for text in rows)
     view = get_event(engine, event_id)
     assert view.payload is None and view.status == "delivered"
     with pytest.raises(ReplayError, match="redacted"):
         replay(engine, relay_of(app).mappings, event_id)
     assert get_event(engine, other).payload["email"] == "bob@example.com"
+    assert get_event(engine, namesake).payload["email"] == "mary.jane@example.com"
 
 
 def test_redact_refuses_while_a_delivery_waits(client, engine):
