@@ -38,6 +38,7 @@ bp = Blueprint("dashboard", __name__, url_prefix="/admin", template_folder="temp
 
 FAILURE_STATUSES = ("dead", "failed", "rejected")
 REFRESH_SECONDS = 15
+SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -165,18 +166,26 @@ def overview():
 
 @bp.get("/events")
 def events():
-    args = {
-        k: request.args.get(k, "").strip() or None for k in ("route", "status", "email", "text")
-    }
+    """Filters in the query string, so a search can be bookmarked or sent to a colleague.
+    Refreshing is opt-in (`live=1`): a page reloading under a half-typed search loses it."""
+    keys = ("route", "status", "email", "text", "since")
+    args = {k: request.args.get(k, "").strip() or None for k in keys}
+    since = SINCE.get(args["since"] or "")
+    where = search.EventFilter(
+        **{k: v for k, v in args.items() if k != "since"},
+        since=utcnow() - since if since else None,
+    )
     cursor = request.args.get("cursor") or None
-    page = search.search_events(_relay().engine, search.EventFilter(**args), cursor=cursor)
+    live = bool(request.args.get("live")) and not cursor
     return render_template(
         "admin/events.html",
-        page=page,
-        args=args,
+        page=search.search_events(_relay().engine, where, cursor=cursor),
+        args={k: v for k, v in args.items() if v},
+        live=live,
+        spans=SINCE,
         routes=sorted(_relay().mappings),
         statuses=("queued", "delivered", "dry_run", "failed", "dead", "ignored", "rejected"),
-        refresh=None if cursor else REFRESH_SECONDS,
+        refresh=REFRESH_SECONDS if live else None,
     )
 
 

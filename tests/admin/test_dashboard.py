@@ -52,7 +52,12 @@ def test_find_open_and_replay_an_event(signed_in, client, app):
     jane = post(client, "jane@example.com", "o1", note="<script>alert(1)</script>")
     deliver(app)
     listed = signed_in.get("/admin/events?email=jane%40example.com").get_data(as_text=True)
-    assert jane in listed and "s-failed" in listed
+    assert jane in listed and "s-failed" in listed and 'http-equiv="refresh"' not in listed
+    live = signed_in.get("/admin/events?email=jane%40example.com&since=1h&live=1")
+    assert jane in live.get_data(as_text=True)
+    assert 'http-equiv="refresh"' in live.get_data(as_text=True)
+    elsewhere = signed_in.get("/admin/events?since=1h&route=elsewhere").get_data(as_text=True)
+    assert jane not in elsewhere and "No events." in elsewhere
     page = signed_in.get(f"/admin/events/{jane}")
     html = page.get_data(as_text=True)
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
