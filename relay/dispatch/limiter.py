@@ -34,7 +34,7 @@ class RateLimiter:
         self,
         rate: float,
         *,
-        margin: float = 0.025,
+        margin: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -75,7 +75,7 @@ class SharedRateLimiter:
         key: str,
         rate: float,
         *,
-        margin: float = 0.025,
+        margin: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.engine = engine

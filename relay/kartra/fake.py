@@ -167,12 +167,28 @@ class FakeKartra:
         jitter = random.uniform(-self.jitter_ms, self.jitter_ms) if self.jitter_ms else 0.0
         return max(0.0, self.latency_ms + jitter) / 1000
 
-    def handle(self, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, JSON body) for one decoded request, logged with secrets masked."""
+    def arrive(self, params: Mapping[str, Any]) -> bool:
+        """Count a request against its App's limit when it arrives, as Kartra does, before
+        any processing time: False means it is to be answered 429."""
         with self._lock:
+            return self._admit(str(params.get("app_id", "")))
+
+    def handle(
+        self,
+        params: Mapping[str, Any],
+        *,
+        admitted: bool | None = None,
+        arrived: float | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) for one decoded request, logged with secrets masked
+        and the time it arrived. `admitted` is `arrive()`'s verdict when the caller took
+        it already (the HTTP app does, before its simulated latency)."""
+        with self._lock:
+            if admitted is None:
+                admitted = self._admit(str(params.get("app_id", "")))
             if self.down:
                 status, body = 503, {"status": "Error", "message": "Service unavailable"}
-            elif not self._admit(str(params.get("app_id", ""))):
+            elif not admitted:
                 status, body = 429, {"status": "Error", "message": "Too many requests"}
             else:
                 try:
@@ -180,7 +196,12 @@ class FakeKartra:
                 except _Failure as failure:
                     status, body = 200, failure.body()
             self.calls.append(
-                {"time": time.time(), "params": mask(params), "status": status, "response": body}
+                {
+                    "time": arrived or time.time(),
+                    "params": mask(params),
+                    "status": status,
+                    "response": body,
+                }
             )
             return status, body
 
@@ -477,13 +498,16 @@ def create_app(fake: FakeKartra) -> Flask:
 
     @app.post("/api")
     def api() -> tuple[Response, int]:
+        arrived = time.time()
+        params = decode(request.get_data())
+        admitted = fake.arrive(params)
         pause = fake.delay()
         if pause:
             time.sleep(pause)
         failure = fake.chaos.draw()
         if failure == "503":
             return jsonify({"status": "Error", "message": "Service unavailable"}), 503
-        status, body = fake.handle(decode(request.get_data()))
+        status, body = fake.handle(params, admitted=admitted, arrived=arrived)
         if failure == "timeout":
             time.sleep(fake.chaos.timeout_ms / 1000)
         elif failure == "reset":
