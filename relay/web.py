@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, jsonify
@@ -36,10 +37,9 @@ class Relay:
 def create_app(config: Config | None = None, engine: Engine | None = None) -> Flask:
     """Build the app; raises `ConfigError` or `MappingError` for a bad set-up."""
     config = config or Config.from_env()
-    configure_logging(config)
-    relay = Relay(
-        config, engine or connect(config.database_url), load_mappings(config.mappings_dir)
-    )
+    mappings = load_mappings(config.mappings_dir)
+    configure_logging(config, mappings.values())
+    relay = Relay(config, engine or connect(config.database_url), mappings)
     app = Flask("relay")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
@@ -56,10 +56,15 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     return app
 
 
-def configure_logging(config: Config) -> None:
+def configure_logging(config: Config, mappings: Iterable[Mapping] = ()) -> None:
+    """JSON logs that never show a Kartra credential, the admin token or a route's
+    webhook secret, whatever code logs them by mistake."""
     secrets = [config.admin_token or ""]
     for account in config.accounts.values():
         secrets += [account.api_key, account.api_password]
+    for mapping in mappings:
+        if isinstance(mapping.verify, dict):
+            secrets += [str(s) for s in mapping.verify.get("secrets", ())]
     logs.configure(config.log_level, secrets)
 
 

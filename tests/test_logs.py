@@ -1,0 +1,43 @@
+"""Secrets never reach a log line, whichever code logs them by mistake."""
+
+import json
+
+from relay.config import Account, Config
+from relay.logs import get_logger, mask_email
+from relay.web import create_app
+
+STRIPE = """
+verify: {scheme: stripe, secret: "${SHOP_STRIPE_SECRET}"}
+rules:
+  - name: r
+    lead: {email: "{{ body.email }}"}
+    actions: [{cmd: assign_tag, tag_name: T}]
+"""
+
+
+def test_every_configured_secret_is_redacted(tmp_path, monkeypatch, capsys, engine):
+    monkeypatch.setenv("SHOP_STRIPE_SECRET", "whsec_route-SECRET-991")
+    (tmp_path / "shop.yaml").write_text(STRIPE)
+    config = Config(
+        database_url=str(engine.url),
+        mappings_dir=tmp_path,
+        kartra_app_id="app",
+        admin_token="admin-token-SECRET-0123",
+        accounts={"default": Account("default", "key-SECRET-1", "pw-SECRET-2")},
+    )
+    create_app(config, engine)
+    capsys.readouterr()
+    get_logger("test").error(
+        "oops",
+        detail={"leak": ["key-SECRET-1 pw-SECRET-2"]},
+        also="whsec_route-SECRET-991 admin-token-SECRET-0123",
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["detail"] == {"leak": ["*** ***"]}
+    assert line["also"] == "*** ***"
+
+
+def test_mask_email():
+    assert mask_email("jane.doe@example.com") == "j***@example.com"
+    assert mask_email("") == ""
+    assert mask_email(None) is None
