@@ -34,9 +34,10 @@ class Sender:
         ]
         self.accepted: dict[str, str] = {}
         self.failures = 0
+        self._lock = threading.Lock()
 
-    def send(self, pause: float = 0.0) -> None:
-        for body in self.bodies:
+    def send(self, pause: float = 0.0, bodies: list[dict] | None = None) -> None:
+        for body in self.bodies if bodies is None else bodies:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
@@ -46,14 +47,19 @@ class Sender:
                         break
                 except requests.RequestException:
                     pass
-                self.failures += 1
+                with self._lock:
+                    self.failures += 1
                 time.sleep(0.2)
             time.sleep(pause)
 
-    def in_background(self, pause: float = 0.0) -> threading.Thread:
-        thread = threading.Thread(target=self.send, args=(pause,))
-        thread.start()
-        return thread
+    def in_background(self, pause: float = 0.0, threads: int = 1) -> list[threading.Thread]:
+        """Post from `threads` concurrent senders, each its share of the events."""
+        started = []
+        for n in range(threads):
+            thread = threading.Thread(target=self.send, args=(pause, self.bodies[n::threads]))
+            thread.start()
+            started.append(thread)
+        return started
 
 
 def check_outcome(name: str, relay, fake, sender: Sender) -> dict:
@@ -158,12 +164,13 @@ def test_kill_9_a_web_process_while_posting(relay_factory, tmp_path):
         relay = relay_factory(**live_env(fake, **ENV))
         web = relay.start_web(concurrency=2)
         relay.start_worker()
-        sender = Sender(relay)
-        posting = sender.in_background(pause=0.02)
-        wait_until(lambda: len(sender.accepted) >= 15, timeout=30)
-        for pid in gunicorn_workers(web.proc.pid)[:1]:
-            os.kill(pid, signal.SIGKILL)
-        posting.join(120)
+        sender = Sender(relay, count=120)
+        posting = sender.in_background(threads=6)
+        wait_until(lambda: len(sender.accepted) >= 30, timeout=30)
+        [victim, *_] = gunicorn_workers(web.proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        for thread in posting:
+            thread.join(120)
         check_outcome("kill -9 a web process while posting", relay, fake, sender)
     finally:
         fake.process.stop()
@@ -197,7 +204,8 @@ def test_postgresql_restarted_during_traffic(relay_factory, postgres, tmp_path):
         posting = sender.in_background(pause=0.03)
         wait_until(lambda: len(sender.accepted) >= 15, timeout=30)
         postgres.restart()
-        posting.join(120)
+        for thread in posting:
+            thread.join(120)
         check_outcome("PostgreSQL restarted during traffic", relay, fake, sender)
     finally:
         fake.process.stop()
