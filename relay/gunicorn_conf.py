@@ -1,8 +1,14 @@
-"""gunicorn settings for the Procfile's web process and for `python -m relay serve`.
+"""gunicorn settings for the Procfile's web process (through ./gunicorn.conf.py, which
+gunicorn reads by default) and for `python -m relay serve`.
 
 gthread workers: a request spends its time waiting on the database commit, so a few
-threads per process keep the cores busy. Timeouts bound slow clients; the graceful
-timeout fits inside Heroku's 30 s between SIGTERM and SIGKILL.
+threads per process keep the cores busy. Timeouts bound slow clients (30 s for a
+request, 5 s keep-alive); the graceful timeout (20 s) fits inside Heroku's 30 s
+between SIGTERM and SIGKILL, so requests in flight finish. The access log is off:
+the relay logs one JSON line per event itself.
+
+RELAY_EMBEDDED_WORKER=1 runs the dispatcher inside each web process (single-dyno
+mode): one process to pay for, at the price of web and Kartra calls sharing its CPU.
 """
 
 import os
@@ -21,6 +27,17 @@ loglevel = "warning"
 
 def _embedded() -> bool:
     return os.environ.get("RELAY_EMBEDDED_WORKER", "").lower() in ("1", "true", "yes")
+
+
+def on_starting(server):
+    """Two embedded dispatchers on one SQLite file would each take the other's claims
+    for a dead process's: refuse that set-up before it starts."""
+    url = os.environ.get("DATABASE_URL", "sqlite")
+    if _embedded() and url.startswith("sqlite") and server.cfg.workers > 1:
+        raise SystemExit(
+            "RELAY_EMBEDDED_WORKER with SQLite needs WEB_CONCURRENCY=1 (one dispatcher per "
+            "SQLite database); use PostgreSQL for more web processes"
+        )
 
 
 def post_worker_init(worker):

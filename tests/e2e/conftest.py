@@ -178,16 +178,7 @@ class Relay:
         """The Procfile's web process: gunicorn, no dispatcher inside."""
         env = {**self.env, "WEB_CONCURRENCY": str(concurrency)}
         self.process = Process(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "python:relay.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "app:app",
-            ],
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "app:app"],
             env,
             self.log,
         )
