@@ -77,17 +77,19 @@ def missing_names(
     known: dict[str, dict[str, set[str]]] = {}
     missing = []
     for mapping in mappings:
-        account = config.accounts.get(mapping.account)
-        if account is None:
-            missing.append(f"account {mapping.account!r} ({mapping.file}) has no credentials")
-            continue
-        if mapping.account not in known:
-            credentials = Credentials(config.kartra_app_id, account.api_key, account.api_password)
-            known[mapping.account] = account_names(client, credentials)
-        have = known[mapping.account]
-        for kind, wanted in mapping.names().items():
-            for name in sorted(wanted - have.get(kind, set())):
-                missing.append(
-                    f"{DISCOVERY[kind][2]} {name!r} ({mapping.file}, account {mapping.account})"
+        for name in sorted(mapping.accounts):
+            account = config.accounts.get(name)
+            if account is None:
+                missing.append(f"account {name!r} ({mapping.file}) has no credentials")
+                continue
+            if name not in known:
+                credentials = Credentials(
+                    config.kartra_app_id, account.api_key, account.api_password
                 )
+                known[name] = account_names(client, credentials)
+            for kind, wanted in mapping.names(name).items():
+                for item in sorted(wanted - known[name].get(kind, set())):
+                    missing.append(
+                        f"{DISCOVERY[kind][2]} {item!r} ({mapping.file}, account {name})"
+                    )
     return missing

@@ -170,6 +170,7 @@ class _Builder:
         return Rule(
             name=rule.get("name"),
             when=self.condition(f"{path}.when", rule.get("when")),
+            account=rule.get("account"),
             lead=self._lead(f"{path}.lead", lead) if isinstance(lead, dict) else None,
             actions=tuple(
                 self._action(f"{path}.actions[{i}]", action)

@@ -40,6 +40,8 @@ class Rule:
     when: Condition | None
     lead: Lead | None
     actions: tuple[Action, ...]
+    account: str | None = None
+    """The Kartra account for this rule's plans; None means the mapping's."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,14 @@ class Mapping:
         text = "" if value is None else str(value).strip()
         return text or None
 
-    def names(self) -> dict[str, set[str]]:
-        """The literal tag, list, sequence and custom-field names this mapping uses.
+    @property
+    def accounts(self) -> set[str]:
+        """Every Kartra account this mapping's rules deliver to."""
+        return {rule.account or self.account for rule in self.rules}
+
+    def names(self, account: str | None = None) -> dict[str, set[str]]:
+        """The literal tag, list, sequence and custom-field names this mapping uses (in
+        the rules that deliver to `account`, when given).
 
         Only names written as literals in the file: a name rendered from the payload or
         from a lookup table cannot be checked before an event arrives.
@@ -127,6 +135,8 @@ class Mapping:
             "custom_fields": set(),
         }
         for rule in self.rules:
+            if account is not None and (rule.account or self.account) != account:
+                continue
             if rule.lead is not None:
                 names["custom_fields"].update(
                     identifier for identifier, _ in rule.lead.custom_fields
@@ -151,7 +161,7 @@ class Mapping:
             return None
         return {
             "rule": rule.name,
-            "account": self.account,
+            "account": rule.account or self.account,
             "lead": lead,
             "lead_mode": None if rule.lead is None else rule.lead.mode,
             "actions": actions,

@@ -241,6 +241,9 @@ class RuleSchema(_Strict):
         required=True, validate=validate.Length(1, 100, error="must be 1 to 100 characters")
     )
     when = fields.String()
+    account = fields.String(
+        validate=validate.Regexp(ACCOUNT_NAME, error="must be lower-case letters, digits and _")
+    )
     lead = fields.Nested(LeadSchema)
     actions = fields.List(fields.Nested(ActionSchema))
 

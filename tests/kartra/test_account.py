@@ -16,7 +16,12 @@ class StubMapping:
     account: str = "default"
     file: str = "mappings/shop.yaml"
 
-    def names(self):
+    @property
+    def accounts(self):
+        return {self.account}
+
+    def names(self, account=None):
+        assert account in (None, self.account)
         return self.wanted
 
 

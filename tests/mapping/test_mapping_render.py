@@ -393,3 +393,33 @@ def test_render_does_not_touch_the_payload(rich, event):
     before = json.dumps(payload, sort_keys=True)
     rich.render(payload)
     assert json.dumps(payload, sort_keys=True) == before
+
+
+ACCOUNTS = """
+verify: none
+account: shop_us
+rules:
+  - name: eu
+    when: body.region == 'eu'
+    account: shop_eu
+    lead: {email: "{{ body.email }}"}
+    actions: [{cmd: assign_tag, tag_name: EU Buyer}]
+  - name: us
+    lead: {email: "{{ body.email }}"}
+    actions: [{cmd: assign_tag, tag_name: US Buyer}]
+"""
+
+
+def test_a_rule_can_choose_its_own_account(load, event):
+    mapping = load(ACCOUNTS)
+    [eu] = mapping.render(event({"region": "eu", "email": "a@b.co"})).plans
+    [us] = mapping.render(event({"region": "us", "email": "a@b.co"})).plans
+    assert (eu["account"], us["account"]) == ("shop_eu", "shop_us")
+    assert mapping.accounts == {"shop_eu", "shop_us"}
+    assert mapping.names("shop_eu")["tags"] == {"EU Buyer"}
+    assert mapping.names()["tags"] == {"EU Buyer", "US Buyer"}
+
+
+def test_a_rule_account_must_be_a_valid_name(problems):
+    found = problems(ACCOUNTS.replace("account: shop_eu", "account: Shop-EU"))
+    assert any("rules[0].account" in p and "lower-case" in p for p in found)
