@@ -11,7 +11,13 @@ RELAY_EMBEDDED_WORKER=1 runs the dispatcher inside each web process (single-dyno
 mode): one process to pay for, at the price of web and Kartra calls sharing its CPU.
 """
 
+import glob
 import os
+import tempfile
+
+# Metrics from every gunicorn worker add up through files in one folder (prometheus_client
+# multiprocess mode); a folder per server start, emptied when the server starts.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="relay-metrics-"))
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -30,8 +36,10 @@ def _embedded() -> bool:
 
 
 def on_starting(server):
-    """Two embedded dispatchers on one SQLite file would each take the other's claims
-    for a dead process's: refuse that set-up before it starts."""
+    """Start with empty metrics files, and refuse two embedded dispatchers on one SQLite
+    file (each would take the other's claims for a dead process's)."""
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
     url = os.environ.get("DATABASE_URL", "sqlite")
     if _embedded() and url.startswith("sqlite") and server.cfg.workers > 1:
         raise SystemExit(

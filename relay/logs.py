@@ -8,7 +8,6 @@ line needs to say *which* lead without publishing the address.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable
 
 import structlog
@@ -56,7 +55,7 @@ def configure(level: str = "info", secrets: Iterable[str] = ()) -> None:
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
 

@@ -41,3 +41,22 @@ def test_mask_email():
     assert mask_email("jane.doe@example.com") == "j***@example.com"
     assert mask_email("") == ""
     assert mask_email(None) is None
+
+
+def test_log_lines_follow_the_current_stdout(monkeypatch):
+    """A dispatcher thread that outlives one test's captured stdout must not die on the
+    next line it logs: lines go to whatever sys.stdout is at the time."""
+    import io
+    import sys
+
+    from relay import logs
+
+    logs.configure("info")
+    log = get_logger("test")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", first)
+    log.info("one")
+    first.close()
+    monkeypatch.setattr(sys, "stdout", second)
+    log.info("two")
+    assert json.loads(second.getvalue())["event"] == "two"
