@@ -12,50 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
+from bench.stack import Stack
 from tests.postgres import Cluster
 
-ROOT = Path(__file__).resolve().parents[1]
-APP_ID, KEY, PASSWORD = "bench-app", "bench-key", "bench-password"
 LIMIT = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=0.5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args,
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def busiest_window(times: list[float]) -> int:
@@ -78,111 +44,40 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     cluster = Cluster().start()
-    processes: list[subprocess.Popen] = []
     try:
-        fake_port, web_port = free_port(), free_port()
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": cluster.new_database(),
-            "PORT": str(web_port),
-            "KARTRA_API_URL": fake_url + "/api",
-            "KARTRA_APP_ID": APP_ID,
-            "KARTRA_API_KEY": KEY,
-            "KARTRA_API_PASSWORD": PASSWORD,
-            "WEB_CONCURRENCY": str(options.web),
-            "LOG_LEVEL": "warning",
-        }
-        processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "relay.kartra.fake",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(fake_port),
-                    "--app-id",
-                    APP_ID,
-                    "--api-key",
-                    KEY,
-                    "--api-password",
-                    PASSWORD,
-                    "--tags",
-                    "Relay Demo",
-                    "--lists",
-                    "Relay Demo",
-                    "--rate-limit",
-                    str(LIMIT),
-                    "--latency-ms",
-                    "250",
-                    "--jitter-ms",
-                    "100",
-                ],
-                env,
-                work / "fake.log",
-            )
+        stack = Stack(
+            cluster.new_database(),
+            work,
+            "--rate-limit",
+            str(LIMIT),
+            "--latency-ms",
+            "250",
+            "--jitter-ms",
+            "100",
         )
-        subprocess.run(
-            [sys.executable, "-m", "relay", "db", "upgrade"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "--config",
-                    "python:relay.gunicorn_conf",
-                    "--bind",
-                    f"127.0.0.1:{web_port}",
-                    "app:app",
-                ],
-                env,
-                work / "web.log",
-            )
-        )
-        wait_http(fake_url + "/_fake/calls")
-        wait_http(f"http://127.0.0.1:{web_port}/readyz")
-
-        bodies = [
-            {"email": f"lead{i}@example.com", "first_name": f"step-{k}"}
-            for k in range(options.events_per_lead)
-            for i in range(options.leads)
-        ]
-        hook = f"http://127.0.0.1:{web_port}/hooks/demo-form"
-        with requests.Session() as session:
-            for body in bodies:
-                session.post(hook, data=body, timeout=10).raise_for_status()
-        for n in range(options.workers):
-            processes.append(
-                start([sys.executable, "-m", "relay", "worker"], env, work / f"worker-{n}.log")
-            )
-
-        expected = len(bodies)
-        deadline = time.monotonic() + expected / LIMIT * 3 + 60
-        calls: list[dict] = []
-        while time.monotonic() < deadline:
-            calls = requests.get(fake_url + "/_fake/calls", timeout=10).json()
-            if sum(1 for c in calls if c["status"] == 200) >= expected:
-                break
-            time.sleep(1)
-        leads = requests.get(fake_url + "/_fake/leads", timeout=10).json()
-        report(calls, expected, {str(lead["id"]): lead["email"] for lead in leads})
+        with stack:
+            stack.web(options.web)
+            bodies = [
+                {"email": f"lead{i}@example.com", "first_name": f"step-{k}"}
+                for k in range(options.events_per_lead)
+                for i in range(options.leads)
+            ]
+            with requests.Session() as session:
+                for body in bodies:
+                    session.post(stack.hook, data=body, timeout=10).raise_for_status()
+            for _ in range(options.workers):
+                stack.worker()
+            expected = len(bodies)
+            deadline = time.monotonic() + expected / LIMIT * 3 + 60
+            calls: list[dict] = []
+            while time.monotonic() < deadline:
+                calls = stack.calls()
+                if sum(1 for c in calls if c["status"] == 200) >= expected:
+                    break
+                time.sleep(1)
+            leads = requests.get(stack.fake_url + "/_fake/leads", timeout=10).json()
+            report(calls, expected, {str(lead["id"]): lead["email"] for lead in leads})
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
         cluster.stop()
 
 

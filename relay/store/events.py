@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
@@ -27,6 +28,32 @@ def lead_key(plan: dict[str, Any]) -> str | None:
     if lead.get("id"):
         return f"id:{lead['id']}"
     return None
+
+
+def new_delivery(
+    event_id: str,
+    plan: dict[str, Any],
+    now: datetime,
+    *,
+    done: list[int] | None = None,
+    lead_id: str | None = None,
+) -> dict[str, Any]:
+    """A `deliveries` row for `plan`, due now; a retried delivery carries over what
+    Kartra already applied (`done`) and the lead id it learned."""
+    return {
+        "event_id": event_id,
+        "account": plan["account"],
+        "lead_key": lead_key(plan),
+        "rule": plan.get("rule"),
+        "plan": plan,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "done": done or [],
+        "lead_id": lead_id,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 @dataclass(frozen=True)
@@ -79,23 +106,7 @@ def store_event(engine: Engine, new: NewEvent) -> Stored:
             )
             if new.plans:
                 conn.execute(
-                    insert(deliveries),
-                    [
-                        {
-                            "event_id": event_id,
-                            "account": plan["account"],
-                            "lead_key": lead_key(plan),
-                            "rule": plan.get("rule"),
-                            "plan": plan,
-                            "status": "pending",
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "done": [],
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for plan in new.plans
-                    ],
+                    insert(deliveries), [new_delivery(event_id, plan, now) for plan in new.plans]
                 )
                 notify(conn)
     except IntegrityError:

@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
-from relay.store.events import lead_key
+from relay.store.events import new_delivery
 from relay.store.search import mentions_email
 from relay.store.tables import attempts, deliveries, events, leads, utcnow
+from relay.store.wakeup import notify
 
 REPLAYED = "replayed"
 REDACTED_REASON = "payload redacted on request"
@@ -83,30 +84,14 @@ def replace_deliveries(
             .values(status=REPLAYED, updated_at=now)
         )
         if plans:
-            conn.execute(insert(deliveries), [_new_delivery(event_id, p, now) for p in plans])
+            conn.execute(insert(deliveries), [new_delivery(event_id, p, now) for p in plans])
+            notify(conn)
         conn.execute(
             update(events)
             .where(events.c.id == event_id)
             .values(status="queued" if plans else status, rule=rule, reason=reason)
         )
     return Requeued(event_id, "queued" if plans else status, len(plans))
-
-
-def _new_delivery(event_id: str, plan: dict[str, Any], now: datetime, **carried) -> dict:
-    return {
-        "event_id": event_id,
-        "account": plan["account"],
-        "lead_key": lead_key(plan),
-        "rule": plan.get("rule"),
-        "plan": plan,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "done": carried.get("done", []),
-        "lead_id": carried.get("lead_id"),
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def retry_dead(
@@ -131,8 +116,9 @@ def retry_dead(
         )
         conn.execute(
             insert(deliveries),
-            [_new_delivery(d.event_id, d.plan, now, done=d.done, lead_id=d.lead_id) for d in dead],
+            [new_delivery(d.event_id, d.plan, now, done=d.done, lead_id=d.lead_id) for d in dead],
         )
+        notify(conn)
         by_event: dict[str, int] = {}
         for d in dead:
             by_event[d.event_id] = by_event.get(d.event_id, 0) + 1
