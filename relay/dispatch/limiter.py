@@ -63,9 +63,13 @@ _RESERVE = text(
     SET next_at = GREATEST(rate_limits.next_at, now.t) + make_interval(secs => :interval)
     FROM now
     WHERE rate_limits.key = :key
-    RETURNING EXTRACT(EPOCH FROM (rate_limits.next_at - now.t)) - :interval
+    RETURNING EXTRACT(EPOCH FROM rate_limits.next_at) - :interval AS slot,
+              EXTRACT(EPOCH FROM (rate_limits.next_at - now.t)) - :interval AS wait
     """
 )
+# Clocks of the database and of this machine that agree this closely are the same
+# clock (or NTP-synchronised ones): then the slot's own time is the better target.
+CLOCKS_AGREE = 0.25
 
 
 class SharedRateLimiter:
@@ -76,18 +80,24 @@ class SharedRateLimiter:
         rate: float,
         *,
         margin: float = 0.05,
+        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.engine = engine
         self.key = key
         self.interval = pacing_interval(rate, margin)
+        self.clock = clock
         self.sleep = sleep
 
     def acquire(self) -> float:
-        """Reserve the App's next slot in the database and sleep until it."""
+        """Reserve the App's next slot in the database and sleep until it.
+
+        The wait is aimed at the slot's time on this machine's clock, measured after the
+        commit, so how long the reservation took does not shift the call; a clock that
+        disagrees with the database's falls back to the wait the database computed."""
         with self.engine.begin() as conn:
-            wait = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).scalar()
-            if wait is None:
+            row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
+            if row is None:
                 conn.execute(
                     text(
                         "INSERT INTO rate_limits (key, next_at) VALUES (:key, "
@@ -95,8 +105,11 @@ class SharedRateLimiter:
                     ),
                     {"key": self.key},
                 )
-                wait = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).scalar()
-        wait = float(wait)
+                row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
+        wait = float(row.wait)
+        aimed = float(row.slot) - self.clock()
+        if abs(aimed - wait) < CLOCKS_AGREE:
+            wait = aimed
         if wait > 0:
             self.sleep(wait)
         return max(wait, 0.0)

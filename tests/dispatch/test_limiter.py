@@ -109,3 +109,22 @@ def test_shared_limiter_paces_every_process_through_postgresql(postgres):
     # each reservation is one interval after the previous one, whoever made it
     steps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
     assert all(step == pytest.approx(1.05 / 20, abs=0.01) for step in steps)
+
+
+def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(postgres):
+    import time
+
+    from relay.dispatch.limiter import SharedRateLimiter
+    from relay.store import connect, migrate
+
+    engine = connect(postgres.new_database())
+    migrate(engine)
+    waits = []
+    skewed = SharedRateLimiter(
+        engine, "kartra-app:y", 20, clock=lambda: time.time() + 3600, sleep=waits.append
+    )
+    for _ in range(5):
+        skewed.acquire()
+    engine.dispose()
+    steps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
+    assert all(step == pytest.approx(1.05 / 20, abs=0.01) for step in steps)
