@@ -401,12 +401,16 @@ def replay(event_ids, route, status, email, text, since, stored, as_json) -> Non
 
 @main.command()
 @click.option("--since", type=Age(), help="Only deliveries that died in the last ...")
-def retry(since) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def retry(since, as_json: bool) -> None:
     """Queue every dead delivery again, carrying on where it stopped."""
     from relay.store.maintenance import retry_dead
     from relay.store.tables import utcnow
 
     requeued = retry_dead(_engine(_config()), since=utcnow() - since if since else None)
+    if as_json:
+        _echo_json([{"event_id": i.event_id, "deliveries": i.deliveries} for i in requeued])
+        return
     for item in requeued:
         click.echo(f"{item.event_id}: {item.deliveries} dead delivery(ies) queued again")
     click.echo(f"{sum(i.deliveries for i in requeued)} delivery(ies) queued again")
@@ -414,20 +418,25 @@ def retry(since) -> None:
 
 @main.command()
 @click.option("--older-than", "older_than", type=Age(), required=True, help="e.g. 30d")
-def purge(older_than) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def purge(older_than, as_json: bool) -> None:
     """Delete events received before that age, with their deliveries and Kartra calls
     (events still waiting for delivery are kept)."""
     from relay.store.maintenance import purge_older_than
     from relay.store.tables import utcnow
 
     purged = purge_older_than(_engine(_config()), utcnow() - older_than)
+    if as_json:
+        _echo_json({"purged": purged})
+        return
     click.echo(f"{purged} event(s) purged")
 
 
 @main.command()
 @click.argument("event_ids", nargs=-1)
 @click.option("--email", help="Every event about this email address.")
-def redact(event_ids, email) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+def redact(event_ids, email, as_json: bool) -> None:
     """Erase the personal data of events (GDPR): payload, headers, plans, Kartra calls."""
     from relay.store.maintenance import StoreConflict
     from relay.store.maintenance import redact as redact_events
@@ -438,6 +447,9 @@ def redact(event_ids, email) -> None:
         done = redact_events(_engine(_config()), event_ids=list(event_ids) or None, email=email)
     except StoreConflict as exc:
         _fail(exc)
+    if as_json:
+        _echo_json({"redacted": done})
+        return
     click.echo(f"{len(done)} event(s) redacted" + (": " + ", ".join(done) if done else ""))
 
 

@@ -88,6 +88,7 @@ def test_retry_dead(cli, client, app, fake, engine):
     deliver_or_die(app)
     fake.down = False
     assert "1 delivery(ies) queued again" in cli("retry", "--since", "1h").output
+    assert json.loads(cli("retry", "--json").output) == []
     deliver(app)
     assert get_event(engine, event_id).status == "delivered"
 
@@ -122,6 +123,7 @@ def test_purge_and_redact(cli, client, app, engine):
         conn.execute(update(events).values(received_at=utcnow() - timedelta(days=31)))
     recent = post(client, id="new", email="jane@example.com")
     assert cli("purge", "--older-than", "30d").output.strip() == "1 event(s) purged"
+    assert json.loads(cli("purge", "--older-than", "30d", "--json").output) == {"purged": 0}
     assert get_event(engine, old) is None
     refused = cli("redact", "--email", "jane@example.com", code=1)
     assert "still waiting" in refused.output
@@ -130,6 +132,7 @@ def test_purge_and_redact(cli, client, app, engine):
         f"1 event(s) redacted: {recent}"
     )
     assert get_event(engine, recent).payload is None
+    assert json.loads(cli("redact", recent, "--json").output) == {"redacted": [recent]}
     assert "not both" in cli("redact", code=2).output
     assert "expected a number" in cli("purge", "--older-than", "soon", code=2).output
 
