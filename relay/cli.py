@@ -354,6 +354,7 @@ def show(event_id: str, as_json: bool) -> None:
             click.echo(
                 f"  call {call.number}  {call.started_at:%H:%M:%S}  HTTP {call.http_status}  "
                 f"{call.outcome}  {call.duration_ms:.0f} ms"
+                + ("  ambiguous retry: may repeat an earlier call" if call.ambiguous else "")
             )
             click.echo(_indent(json.dumps(call.request, ensure_ascii=False), 4))
             click.echo(_indent(json.dumps(call.response, ensure_ascii=False), 4))

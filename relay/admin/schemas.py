@@ -37,6 +37,10 @@ class AttemptSchema(Schema):
     response = fields.Raw(allow_none=True)
     outcome = fields.String(required=True)
     error = fields.String(allow_none=True)
+    ambiguous = fields.Boolean(
+        required=True,
+        metadata={"description": "may repeat an earlier call applied without an answer"},
+    )
 
 
 class DeliverySchema(Schema):

@@ -141,6 +141,8 @@ class AttemptView:
     response: Any
     outcome: str
     error: str | None
+    ambiguous: bool
+    """It may repeat an earlier call that was applied without an answer."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def get_event(engine: Engine, event_id: str) -> EventView | None:
                 a.response,
                 a.outcome,
                 a.error,
+                a.ambiguous,
             )
         )
     return EventView(

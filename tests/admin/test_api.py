@@ -145,3 +145,20 @@ def test_openapi_document_is_valid_and_describes_every_endpoint(client, app):
     events = document["paths"]["/api/events"]["get"]
     assert {p["name"] for p in events["parameters"]} >= {"email", "status", "cursor", "text"}
     assert "EventPage" in document["components"]["schemas"]
+
+
+def test_a_call_that_may_repeat_an_applied_one_is_shown_as_ambiguous(api, client, app, fake):
+    event_id = post(client)
+    fake.tags.add("Custmer")
+    fake.down = True
+
+    def recover(retry_state):
+        fake.down = False
+        return 0
+
+    deliver(app, retry_wait=recover)
+    (delivery,) = api.get(f"/events/{event_id}").get_json()["deliveries"]
+    assert [(c["outcome"], c["ambiguous"]) for c in delivery["calls"]] == [
+        ("ambiguous", False),
+        ("ok", True),
+    ]
