@@ -10,12 +10,15 @@ Either way the event gets new deliveries and its old ones stay on record.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
 from relay.config import Config
 from relay.mapping import Mapping
+from relay.mapping.filters import IDENTITIES
+from relay.store.identities import find, remember
 from relay.store.maintenance import (
     REDACTED_REASON,
     Requeued,
@@ -68,9 +71,15 @@ def replay(
         if mapping is None:
             raise ReplayError(f"{event_id}: no mapping for route {row.route!r} any more")
         rendered = mapping.render(
-            {"body": row.payload, "headers": row.headers, "query": row.query, "route": row.route}
+            {
+                "body": row.payload,
+                "headers": row.headers,
+                "query": row.query,
+                "route": row.route,
+                IDENTITIES: functools.partial(find, engine, row.route),
+            }
         )
-        return replace_deliveries(
+        requeued = replace_deliveries(
             engine,
             event_id,
             rendered.plans,
@@ -78,6 +87,10 @@ def replay(
             rule=rendered.rule,
             reason=rendered.reason,
         )
+        if rendered.identity is not None:
+            identity = rendered.identity
+            remember(engine, row.route, identity.account, identity.customer_id, identity.email)
+        return requeued
     except StoreConflict as exc:
         raise ReplayError(str(exc)) from None
 

@@ -8,6 +8,7 @@ download, once per certificate (relay/ingest/verify/paypal.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 
@@ -19,7 +20,10 @@ from relay.ingest.parse import BodyError, header_dict, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
 from relay.logs import get_logger
 from relay.mapping import RenderError
+from relay.mapping.filters import IDENTITIES
+from relay.mapping.model import Identity
 from relay.store import NewEvent, store_event
+from relay.store.identities import find
 
 bp = Blueprint("ingest", __name__)
 log = get_logger("relay.ingest")
@@ -62,7 +66,7 @@ def receive(route: str):
         mapping.verify, header_dict(request.headers, DROPPED_HEADERS), request.args.to_dict(), body
     )
     payload = {"body": body, "headers": headers, "query": query, "route": route}
-    rendered = mapping.render(payload)
+    rendered = mapping.render({**payload, IDENTITIES: functools.partial(find, relay.engine, route)})
     stored = store_event(
         relay.engine,
         NewEvent(
@@ -77,6 +81,7 @@ def receive(route: str):
             rule=rendered.rule,
             reason=rendered.reason,
             plans=rendered.plans,
+            identity=_identity(rendered.identity),
         ),
     )
     if stored.created and rendered.plans:
@@ -193,3 +198,9 @@ def _is_browser_form_post() -> bool:
         "application/x-www-form-urlencoded",
         "multipart/form-data",
     ) and "text/html" in request.headers.get("Accept", "")
+
+
+def _identity(identity: Identity | None) -> tuple[str, str, str] | None:
+    if identity is None:
+        return None
+    return (identity.account, identity.customer_id, identity.email)

@@ -171,6 +171,9 @@ class _Builder:
             name=rule.get("name"),
             when=self.condition(f"{path}.when", rule.get("when")),
             account=rule.get("account"),
+            remember=self.value(f"{path}.remember", rule["remember"])
+            if "remember" in rule
+            else None,
             lead=self._lead(f"{path}.lead", lead) if isinstance(lead, dict) else None,
             actions=tuple(
                 self._action(f"{path}.actions[{i}]", action)

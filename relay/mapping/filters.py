@@ -12,9 +12,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jinja2 import Undefined
+from jinja2 import Undefined, pass_context
+from jinja2.runtime import Context
 
 from relay.mapping.errors import RenderError
+
+IDENTITIES = "relay.identities"
+"""Where the caller of `Mapping.render` puts the identity lookup: no template can name
+it (it is not an identifier) and no payload can fill it (JSON holds no functions)."""
 
 _MISSING = object()
 _WHOLE_NUMBER = re.compile(r"-?\d+")
@@ -74,6 +79,21 @@ def cents(value: Any) -> str:
     return f"{sign}{units}.{minor:02d}"
 
 
+@pass_context
+def lead_email(context: Context, value: Any) -> str:
+    """The lead email remembered for a sender's customer id (see `remember`).
+
+    Unknown ids reject the event rather than render an empty lead: once the identity
+    is known (an earlier event replayed, or `relay identities set`), a replay delivers it.
+    """
+    customer_id = _text(value, "lead_email").strip()
+    find = context.get(IDENTITIES)
+    found = find(customer_id) if find is not None and customer_id else None
+    if not found:
+        raise RenderError(f"no lead identity for customer {customer_id}")
+    return found
+
+
 def make_lookup(tables: Mapping[str, Mapping[str, Any]]) -> Callable[..., Any]:
     """The `lookup(table, default)` filter over one mapping file's `tables`.
 
@@ -101,4 +121,5 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "last_name": last_name,
     "phone": phone,
     "cents": cents,
+    "lead_email": lead_email,
 }

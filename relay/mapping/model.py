@@ -7,6 +7,7 @@ reason, so every event ends in a visible state.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from relay.kartra.commands import ACTIONS
 from relay.mapping.errors import RenderError
 from relay.mapping.expressions import Condition, Value
+from relay.mapping.filters import IDENTITIES
 
 MAX_REASON = 1000
 _NAME_KINDS = {"tag_name": "tags", "list_name": "lists", "sequence_name": "sequences"}
@@ -42,6 +44,9 @@ class Rule:
     actions: tuple[Action, ...]
     account: str | None = None
     """The Kartra account for this rule's plans; None means the mapping's."""
+    remember: Value | None = None
+    """The sender's customer id to remember with the lead's email, for later events
+    that name only that id (`lead_email`)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,16 @@ class Rendered:
     rule: str | None
     reason: str | None
     plans: list[dict[str, Any]] = field(default_factory=list)
+    identity: Identity | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A sender's customer id and the lead email it stands for, in one Kartra account."""
+
+    account: str
+    customer_id: str
+    email: str
 
 
 @dataclass(frozen=True)
@@ -86,11 +101,18 @@ class Mapping:
         """The plans for one event; the first rule whose `when` holds decides.
 
         `payload` is `{"body": dict, "headers": dict (lower-case names), "query": dict,
-        "route": str}`. Never raises: anything a template does wrong rejects the event
-        with a reason naming the rule and the key.
+        "route": str}`, plus, from the caller only, `IDENTITIES`: a function
+        `(account, customer_id) -> email or None` that the `lead_email` filter asks, so
+        the mapping stays free of I/O. Never raises: anything a template does wrong
+        rejects the event with a reason naming the rule and the key.
         """
         context = _context(payload, self.route)
+        identities = payload.get(IDENTITIES)
         for rule in self.rules:
+            account = rule.account or self.account
+            context[IDENTITIES] = (
+                None if identities is None else functools.partial(identities, account)
+            )
             try:
                 if rule.when is not None and not _at(rule, "when", rule.when, context):
                     continue
@@ -99,7 +121,7 @@ class Mapping:
                 return Rendered("rejected", rule.name, _cap(str(exc)))
             if plan is None:
                 return Rendered("ignored", rule.name, f"rule {rule.name!r}: nothing to do")
-            return Rendered("queued", rule.name, None, [plan])
+            return Rendered("queued", rule.name, None, [plan], _identity(rule, plan, context))
         return Rendered("ignored", None, "no rule matched")
 
     def event_id(self, payload: dict[str, Any]) -> str | None:
@@ -175,6 +197,21 @@ def _context(payload: dict[str, Any], route: str) -> dict[str, Any]:
         "query": payload.get("query", {}),
         "route": payload.get("route", route),
     }
+
+
+def _identity(rule: Rule, plan: dict[str, Any], context: dict[str, Any]) -> Identity | None:
+    """What `remember` asks to keep: only a lead with an email and a non-empty id. An id
+    the event lacks is not an error: remembering must never stop a delivery."""
+    email = (plan["lead"] or {}).get("email")
+    if rule.remember is None or not email:
+        return None
+    try:
+        customer_id = _scalar(rule, "remember", rule.remember, context)
+    except RenderError:
+        return None
+    if _empty(customer_id) or isinstance(customer_id, bool):
+        return None
+    return Identity(plan["account"], str(customer_id).strip(), str(email))
 
 
 def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:

@@ -246,6 +246,7 @@ class RuleSchema(_Strict):
     )
     lead = fields.Nested(LeadSchema)
     actions = fields.List(fields.Nested(ActionSchema))
+    remember = fields.String()
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def _lead_scope(self, data: Any, original_data: Any, **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from relay.store.identities import remember
 from relay.store.tables import deliveries, events, utcnow
 from relay.store.wakeup import notify
 
@@ -69,6 +70,8 @@ class NewEvent:
     rule: str | None
     reason: str | None
     plans: list[dict[str, Any]]
+    identity: tuple[str, str, str] | None = None
+    """(account, customer_id, email) to remember with the event, if its rule says so."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def store_event(engine: Engine, new: NewEvent) -> Stored:
                     insert(deliveries), [new_delivery(event_id, plan, now) for plan in new.plans]
                 )
                 notify(conn)
+            if new.identity is not None:
+                remember(conn, new.route, *new.identity)
     except IntegrityError:
         original = find_duplicate(engine, new.route, new.dedupe_key)
         if original is None:

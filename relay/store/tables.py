@@ -7,6 +7,8 @@
 - `accounts`: which Kartra accounts are paused by a configuration error.
 - `rate_limits`: the next free call slot per Kartra App, shared by every worker.
 - `workers`: each dispatcher's last sign of life, for readiness checks.
+- `identities`: the lead email a sender's customer id stands for, per route and account,
+  for events that name only the customer id.
 
 Times are stored as timezone-aware UTC on both SQLite and PostgreSQL (`UTCDateTime`).
 """
@@ -158,4 +160,14 @@ workers = Table(
     Column("name", String(100), primary_key=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("seen_at", UTCDateTime, nullable=False),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("route", String(100), primary_key=True),
+    Column("account", String(64), primary_key=True),
+    Column("customer_id", String(200), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

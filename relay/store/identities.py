@@ -1,0 +1,80 @@
+"""Which lead email a sender's customer id stands for, per route and account.
+
+Learned from events whose rule says `remember`, or set by the operator; read by the
+`lead_email` filter for events that name only the customer id (cancellations, refunds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, select
+
+from relay.store.db import upsert
+from relay.store.tables import identities, utcnow
+
+
+@dataclass(frozen=True)
+class Identity:
+    route: str
+    account: str
+    customer_id: str
+    email: str
+    updated_at: datetime
+
+
+def fits(customer_id: str, email: str) -> bool:
+    """Whether the pair fits its columns: no sender's customer id is longer, and an
+    event must not fail to be stored because of what it would teach."""
+    return (
+        0 < len(customer_id) <= identities.c.customer_id.type.length
+        and 0 < len(email) <= identities.c.email.type.length
+    )
+
+
+def remember(
+    conn: Connection | Engine, route: str, account: str, customer_id: str, email: str
+) -> None:
+    """Keep (or replace) the email for this customer id; a connection joins its caller's
+    transaction, so an event and what it taught are committed together. A pair that
+    does not `fit` is not kept."""
+    if not fits(customer_id, email):
+        return
+    if isinstance(conn, Engine):
+        with conn.begin() as own:
+            remember(own, route, account, customer_id, email)
+        return
+    upsert(
+        conn,
+        identities,
+        {
+            "route": route,
+            "account": account,
+            "customer_id": customer_id,
+            "email": email,
+            "updated_at": utcnow(),
+        },
+    )
+
+
+def find(engine: Engine, route: str, account: str, customer_id: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(identities.c.email).where(
+                identities.c.route == route,
+                identities.c.account == account,
+                identities.c.customer_id == customer_id,
+            )
+        ).scalar()
+
+
+def all_identities(engine: Engine, route: str | None = None) -> list[Identity]:
+    query = select(identities).order_by(
+        identities.c.route, identities.c.account, identities.c.customer_id
+    )
+    if route is not None:
+        query = query.where(identities.c.route == route)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [Identity(**row._mapping) for row in rows]
