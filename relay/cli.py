@@ -468,3 +468,54 @@ def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
     thread = threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True)
     thread.start()
     return thread, dispatcher
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@click.pass_context
+def identities(ctx: click.Context, as_json: bool) -> None:
+    """Sender customer ids and the lead emails they stand for; set one by hand."""
+    if ctx.invoked_subcommand:
+        return
+    from relay.store.identities import all_identities
+
+    known = all_identities(_engine(_config()))
+    if as_json:
+        _echo_json(
+            {
+                "identities": [
+                    {
+                        "route": i.route,
+                        "account": i.account,
+                        "customer_id": i.customer_id,
+                        "email": i.email,
+                        "updated_at": i.updated_at.isoformat(),
+                    }
+                    for i in known
+                ]
+            }
+        )
+        return
+    for i in known:
+        click.echo(f"{i.route} {i.account} {i.customer_id}: {i.email}")
+    click.echo(f"{len(known)} identity(ies)")
+
+
+@identities.command("set")
+@click.argument("route")
+@click.argument("customer_id")
+@click.argument("email")
+@click.option("--account", default="default", show_default=True, help="Kartra account name.")
+def set_identity(route: str, customer_id: str, email: str, account: str) -> None:
+    """Say which lead a customer id stands for, so events waiting for it can be replayed
+    (`relay replay EVENT_ID`)."""
+    from relay.mapping.filters import email as normal_email
+    from relay.store.identities import fits, remember
+
+    address, customer_id = normal_email(email), customer_id.strip()
+    if "@" not in address or not fits(customer_id, address):
+        raise click.UsageError(
+            "give a customer id (at most 200 characters) and an email address (at most 320)"
+        )
+    remember(_engine(_config()), route, account, customer_id, address)
+    click.echo(f"{route} {account} {customer_id}: {address}")

@@ -21,7 +21,8 @@ from marshmallow import Schema, ValidationError, fields
 
 from relay.admin import schemas
 from relay.admin.operations import ReplayError, accounts_overview, replay, replay_many
-from relay.store import maintenance, queue, search
+from relay.mapping.filters import email as normal_email
+from relay.store import identities, maintenance, queue, search
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -287,6 +288,38 @@ def redact():
     except maintenance.StoreConflict as exc:
         return jsonify(error=str(exc)), 409
     return {"redacted": done}
+
+
+@_endpoint(
+    "GET",
+    "/identities",
+    "Sender customer ids and the lead emails they stand for",
+    query=schemas.IdentityQuerySchema,
+    response=schemas.IdentityListSchema,
+)
+def list_identities():
+    route = _query(schemas.IdentityQuerySchema).get("route")
+    known = identities.all_identities(_relay().engine, route=route)
+    return schemas.IdentityListSchema().dump({"identities": known})
+
+
+@_endpoint(
+    "PUT",
+    "/identities",
+    "Say which lead a customer id stands for; then replay the events waiting for it",
+    body=schemas.IdentitySchema,
+    response=schemas.IdentitySchema,
+    errors=(400,),
+)
+def set_identity():
+    args = _body(schemas.IdentitySchema)
+    args["customer_id"] = args["customer_id"].strip()
+    args["email"] = normal_email(args["email"])
+    if not args["customer_id"]:
+        raise ValidationError({"customer_id": ["must not be blank"]})
+    engine = _relay().engine
+    identities.remember(engine, **args)
+    return schemas.IdentitySchema().dump(args)
 
 
 @bp.get("/openapi.json")

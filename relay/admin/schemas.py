@@ -156,3 +156,23 @@ class PauseRequestSchema(Schema):
 
 class ErrorSchema(Schema):
     error = fields.Raw(required=True)
+
+
+class IdentitySchema(Schema):
+    route = fields.String(required=True, validate=validate.Length(1, 100))
+    account = fields.String(load_default="default", validate=validate.Length(1, 64))
+    customer_id = fields.String(
+        required=True,
+        validate=validate.Length(1, 200),
+        metadata={"description": "the sender's customer id, e.g. Stripe's cus_..."},
+    )
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    updated_at = fields.AwareDateTime(dump_only=True)
+
+
+class IdentityListSchema(Schema):
+    identities = fields.List(fields.Nested(IdentitySchema), required=True)
+
+
+class IdentityQuerySchema(Schema):
+    route = fields.String()
