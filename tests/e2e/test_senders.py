@@ -24,7 +24,7 @@ from tests.ingest.senders import (
     fixture,
     resign,
 )
-from tests.ingest.test_recipes import EXPECTED, NO_LEAD
+from tests.ingest.test_recipes import EXPECTED, NO_IDENTITY
 
 TAGS = [
     "Course 101",
@@ -121,7 +121,7 @@ def test_every_fixture_reaches_kartra_as_its_recipe_says(senders, kartra):
         answers[(sender, name)] = answer.json()["event_id"]
     for key, event_id in answers.items():
         expected = EXPECTED[key]
-        if expected == NO_LEAD:
+        if expected == NO_IDENTITY:
             assert senders.event(event_id)["status"] == "rejected"
             continue
         if key in UNKNOWN_BUYER:

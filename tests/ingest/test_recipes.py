@@ -1,14 +1,18 @@
 """Every recipe in mappings/examples/ loads with its env vars and renders its sender's
-fixtures into exactly these Kartra plans (the lead, its mode, the actions in order)."""
+fixtures into exactly these Kartra plans (the lead, its mode, the actions in order).
+Events that name only a customer id find the lead among the identities the other
+fixtures taught (`remember`), as they would in a relay that received them all."""
 
 import pytest
 
 from relay.ingest.parse import parse_body
 from relay.mapping import MappingError, load_mapping, load_mappings
+from relay.mapping.filters import IDENTITIES
+from relay.mapping.model import Identity
 from tests.ingest.senders import EXAMPLES, RECIPE_ENV, fixture, fixtures
 
 BUYERS = ("subscribe_lead_to_list", "Buyers")
-NO_LEAD = "rendered no lead email or id"
+NO_IDENTITY = "no lead identity for customer cus_RFixtureMaria01"
 
 
 def upsert(email, first="", last="", phone="", **custom):
@@ -38,12 +42,15 @@ EXPECTED = {
         existing("john.smith@example.com"),
         taken_back("Launch Masterclass"),
     ),
-    ("stripe", "customer.subscription.deleted"): NO_LEAD,
+    ("stripe", "customer.subscription.deleted"): NO_IDENTITY,
     ("paypal", "CHECKOUT.ORDER.COMPLETED"): (
         upsert("daniel.wright@example.com", "Daniel", "Wright"),
         [("assign_tag", "Podcast Launch Checklist"), BUYERS],
     ),
-    ("paypal", "PAYMENT.CAPTURE.REFUNDED"): NO_LEAD,
+    ("paypal", "PAYMENT.CAPTURE.REFUNDED"): (
+        existing("daniel.wright@example.com"),
+        taken_back("Podcast Launch Checklist"),
+    ),
     ("paypal-ipn", "web_accept.Completed"): (
         upsert("chloe.dubois@example.org", "Chloé", "Dubois", "5555550199"),
         [("assign_tag", "Email Swipe eBook"), BUYERS],
@@ -60,7 +67,10 @@ EXPECTED = {
         existing("liam.obrien@example.com"),
         taken_back("Copywriting Bootcamp"),
     ),
-    ("shopify", "refunds-create"): NO_LEAD,
+    ("shopify", "refunds-create"): (
+        existing("liam.obrien@example.com"),
+        [("assign_tag", "Refunded")],
+    ),
     ("woocommerce", "order.created"): (
         (
             "upsert",
@@ -79,8 +89,14 @@ EXPECTED = {
         taken_back("Launch Accelerator"),
     ),
     ("paddle", "customer.created"): (upsert("emma.johnson@example.com", "Emma", "Johnson"), []),
-    ("paddle", "transaction.completed"): NO_LEAD,
-    ("paddle", "subscription.canceled"): NO_LEAD,
+    ("paddle", "transaction.completed"): (
+        upsert("emma.johnson@example.com"),
+        [("assign_tag", "Funnel Templates Club"), BUYERS],
+    ),
+    ("paddle", "subscription.canceled"): (
+        existing("emma.johnson@example.com"),
+        taken_back("Funnel Templates Club", "Cancelled"),
+    ),
     ("lemonsqueezy", "order_created"): (
         upsert("sam.lee@example.com", "Sam", "Lee"),
         [("assign_tag", "Swipe File Vault"), BUYERS],
@@ -203,13 +219,26 @@ def recipe(sender: str):
     return load_mapping(EXAMPLES / f"{sender}.yaml", RECIPE_ENV)
 
 
-def render(sender: str, name: str, **changes):
+def render(sender: str, name: str, known=None, **changes):
     body, headers = fixture(sender, name)
     headers = {k.lower(): v for k, v in headers.items()}
     parsed = parse_body(headers["content-type"], body) | changes
     payload = {"body": parsed, "headers": headers, "query": {}, "route": sender}
+    if known is not None:
+        payload[IDENTITIES] = lambda account, customer_id: known.get((account, customer_id))
     mapping = recipe(sender)
     return mapping.render(payload), mapping.event_id(payload)
+
+
+def taught(sender: str) -> dict:
+    """What the sender's fixtures teach: (account, customer id) -> email."""
+    known = {}
+    for fixture_sender, name in fixtures():
+        if fixture_sender == sender and (sender, name) in EXPECTED:
+            identity = render(sender, name)[0].identity
+            if identity is not None:
+                known[(identity.account, identity.customer_id)] = identity.email
+    return known
 
 
 def test_every_fixture_has_an_expectation_and_every_sender_a_recipe():
@@ -233,11 +262,11 @@ def test_a_recipe_without_its_env_var_names_it():
     ("sender", "name"), sorted(EXPECTED), ids=[f"{s}/{n}" for s, n in sorted(EXPECTED)]
 )
 def test_recipe_renders_the_fixture(sender, name):
-    rendered, event_id = render(sender, name)
+    rendered, event_id = render(sender, name, known=taught(sender))
     expected = EXPECTED[(sender, name)]
-    if expected == NO_LEAD:
+    if expected == NO_IDENTITY:
         assert rendered.status == "rejected"
-        assert rendered.reason.endswith(NO_LEAD)
+        assert rendered.reason.endswith(expected)
         return
     (mode, lead), actions = expected
     assert rendered.status == "queued", rendered.reason
@@ -265,6 +294,7 @@ def render_body(sender: str, body: dict):
 
 def test_stripe_invoice_paid_tags_the_subscription_product():
     invoice = {
+        "customer": "cus_RFixtureMaria01",
         "customer_email": "Maria@Example.com",
         "customer_name": "Maria Garcia",
         "customer_phone": None,
@@ -278,6 +308,30 @@ def test_stripe_invoice_paid_tags_the_subscription_product():
         "last_name": "Garcia",
     }
     assert plan["actions"][0] == {"cmd": "assign_tag", "tag_name": "Pro Membership"}
+    assert rendered.identity == Identity("default", "cus_RFixtureMaria01", "maria@example.com")
+
+
+def test_stripe_checkout_remembers_the_customer_and_a_cancellation_finds_it():
+    checkout, _ = render("stripe", "checkout.session.completed")
+    assert checkout.identity == Identity("default", "cus_RFixtureJane01", "jane.doe@example.com")
+    known = {("default", "cus_RFixtureMaria01"): "maria@example.com"}
+    body, headers = fixture("stripe", "customer.subscription.deleted")
+    payload = {
+        "body": parse_body("application/json", body),
+        "headers": {},
+        "query": {},
+        "route": "stripe",
+        IDENTITIES: lambda account, customer_id: known.get((account, customer_id)),
+    }
+    rendered = recipe("stripe").render(payload)
+    assert rendered.status == "queued", rendered.reason
+    [plan] = rendered.plans
+    assert (plan["lead_mode"], plan["lead"]) == ("existing", {"email": "maria@example.com"})
+    assert plan["actions"] == [
+        {"cmd": "unassign_tag", "tag_name": "Pro Membership"},
+        {"cmd": "assign_tag", "tag_name": "Cancelled"},
+    ]
+    assert rendered.identity is None
 
 
 def test_calendly_cancellation_takes_the_booking_tag_back():
