@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
 from relay.store.events import new_delivery
 from relay.store.search import mentions_email
-from relay.store.tables import attempts, deliveries, events, leads, utcnow
+from relay.store.tables import attempts, deliveries, events, identities, leads, utcnow
 from relay.store.wakeup import notify
 
 REPLAYED = "replayed"
@@ -159,6 +159,7 @@ def redact(
     """Erase the personal data of events (by id, or every event about an email): body,
     payload, headers, query, delivery plans and the Kartra calls' requests and answers.
     What stays is that an event came in on a route at a time and what became of it.
+    By email, the remembered Kartra lead id and customer ids for that email go too.
 
     Refused (StoreConflict) while one of them still has a delivery waiting, since its
     plan is still needed; retry or replay it first, or wait until it is dead.
@@ -180,6 +181,10 @@ def redact(
                 f"{', '.join(waiting)}: deliveries still waiting; redact once they are "
                 "finished (or dead)"
             )
+        if email:
+            address = email.strip().lower()
+            conn.execute(delete(leads).where(leads.c.email == address))
+            conn.execute(delete(identities).where(identities.c.email == address))
         if not ids:
             return []
         conn.execute(
@@ -208,6 +213,4 @@ def redact(
             .where(attempts.c.delivery_id.in_([d.id for d in delivery_rows]))
             .values(request={"redacted": True}, response=None, error=None)
         )
-        if email:
-            conn.execute(delete(leads).where(leads.c.email == email.strip().lower()))
     return sorted(ids)

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from relay.admin.operations import ReplayError, replay, replay_many
+from relay.store.identities import all_identities, remember
 from relay.store.maintenance import (
     REPLAYED,
     StoreConflict,
@@ -16,7 +17,7 @@ from relay.store.maintenance import (
     retry_dead,
 )
 from relay.store.search import EventFilter, counts, event_ids, get_event, search_events
-from relay.store.tables import attempts, deliveries, events, leads, utcnow
+from relay.store.tables import attempts, deliveries, events, identities, leads, utcnow
 from tests.admin.conftest import KEY, PASSWORD, deliver, deliver_or_die, fix_mapping, post
 
 
@@ -174,9 +175,13 @@ def test_redact_by_email_erases_personal_data_everywhere(client, app, engine):
     other = post(client, "bob@example.com", "r2", note="cc mary.jane@example.com")
     namesake = post(client, "mary.jane@example.com", "r3")
     deliver(app)
+    remember(engine, "shop", "default", "cus_1", "jane@example.com")
     assert redact(engine, email="Jane@Example.com") == [event_id]
     with engine.connect() as conn:
-        rows = [str(conn.execute(select(t)).all()) for t in (events, deliveries, attempts, leads)]
+        rows = [
+            str(conn.execute(select(t)).all())
+            for t in (events, deliveries, attempts, leads, identities)
+        ]
     assert not any(re.search(r"(?<![\w.])jane@example\.com", text) for text in rows)
     assert any("mary.jane@example.com" in text for text in rows)
     view = get_event(engine, event_id)
@@ -185,6 +190,13 @@ def test_redact_by_email_erases_personal_data_everywhere(client, app, engine):
         replay(engine, relay_of(app).mappings, event_id)
     assert get_event(engine, other).payload["email"] == "bob@example.com"
     assert get_event(engine, namesake).payload["email"] == "mary.jane@example.com"
+
+
+def test_redact_by_email_forgets_the_email_even_without_events(engine):
+    remember(engine, "shop", "default", "cus_1", "jane@example.com")
+    remember(engine, "shop", "default", "cus_2", "bob@example.com")
+    assert redact(engine, email="jane@example.com") == []
+    assert [i.customer_id for i in all_identities(engine)] == ["cus_2"]
 
 
 def test_redact_refuses_while_a_delivery_waits(client, engine):
