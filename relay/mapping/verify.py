@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from relay.mapping.errors import Problem
 from relay.mapping.expressions import did_you_mean
 
@@ -209,7 +211,8 @@ def resolve_verify(value: Any, env: Mapping[str, str], file: str) -> tuple[Any, 
                     Problem(
                         file,
                         "verify.secrets" if "secrets" in value else "verify.secret",
-                        f"secret #{i + 1} is not whsec_ followed by base64",
+                        f"secret #{i + 1} is not whsec_ followed by base64, nor whpk_ "
+                        "followed by a base64 ed25519 public key",
                         "copy the whole signing secret from the sender's dashboard",
                     )
                 )
@@ -218,6 +221,10 @@ def resolve_verify(value: Any, env: Mapping[str, str], file: str) -> tuple[Any, 
 
 def _standard_secret(secret: str) -> bool:
     try:
+        if secret.startswith("whpk_"):
+            key = base64.b64decode(secret.removeprefix("whpk_"), validate=True)
+            Ed25519PublicKey.from_public_bytes(key)
+            return True
         return len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) > 0
-    except binascii.Error:
+    except (binascii.Error, ValueError):
         return False

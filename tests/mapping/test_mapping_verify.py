@@ -69,6 +69,10 @@ def test_a_standard_webhooks_secret_must_decode(write):
     with pytest.raises(MappingError, match="not whsec_ followed by base64"):
         load_mapping(path, {"SW": "whsec_not base64!"})
     assert load_mapping(path, {"SW": "whsec_dGVzdA=="}).verify["secrets"] == ["whsec_dGVzdA=="]
+    with pytest.raises(MappingError, match="nor whpk_ followed by a base64 ed25519 public key"):
+        load_mapping(path, {"SW": "whpk_dGVzdA=="})
+    public = "whpk_" + "A" * 43 + "="
+    assert load_mapping(path, {"SW": public}).verify["secrets"] == [public]
 
 
 def test_verify_none_stays_none(write):

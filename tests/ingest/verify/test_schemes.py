@@ -6,6 +6,8 @@ import hashlib
 import hmac
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from relay.ingest import verify as verifying
 from relay.ingest.verify import Delivery, Rejected, paypal, verify
@@ -129,3 +131,53 @@ def test_generic_hmac_defaults_to_hex_sha256_of_the_body():
     verify(spec, Delivery(BODY, {"x-sig": signature.upper()}))
     with pytest.raises(Rejected):
         verify(spec, Delivery(BODY + b" ", {"x-sig": signature}))
+
+
+def _ed25519_pair():
+    private = Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return private, "whpk_" + base64.b64encode(raw).decode()
+
+
+def _v1a(private, msg_id: str, timestamp: int, body: bytes) -> str:
+    message = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1a," + base64.b64encode(private.sign(message)).decode()
+
+
+def test_standard_webhooks_v1a_ed25519_with_a_public_key():
+    private, public = _ed25519_pair()
+    body, now = b'{"type":"contact.created"}', 1767225600
+    spec = {"scheme": "standard-webhooks", "secrets": [public], "tolerance": 300}
+
+    def delivery(signature, payload=body):
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(now),
+            "webhook-signature": signature,
+        }
+        return Delivery(payload, headers, now=now)
+
+    good = _v1a(private, "msg_1", now, body)
+    verify(spec, delivery(f"v1,bm90LWl0 {good}"))
+    with pytest.raises(Rejected, match="no signature matches"):
+        verify(spec, delivery(good, payload=body + b" "))
+    other, _ = _ed25519_pair()
+    with pytest.raises(Rejected, match="no signature matches"):
+        verify(spec, delivery(_v1a(other, "msg_1", now, body)))
+    with pytest.raises(Rejected, match="no entry for the configured keys"):
+        verify(spec, delivery("v1,bm90LWl0"))
+    with pytest.raises(Rejected, match="no signature matches"):
+        verify(spec, delivery("v1a,not-base64!"))
+
+
+def test_standard_webhooks_hmac_and_public_key_side_by_side():
+    private, public = _ed25519_pair()
+    body, now = b"{}", 1767225600
+    hmac_secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    spec = {"scheme": "standard-webhooks", "secrets": [hmac_secret, public], "tolerance": 300}
+    headers = {"webhook-id": "m", "webhook-timestamp": str(now)}
+    signed = _v1a(private, "m", now, body)
+    verify(spec, Delivery(body, headers | {"webhook-signature": signed}, now=now))
+    mac = hmac.new(b"k" * 24, f"m.{now}.".encode() + body, hashlib.sha256).digest()
+    v1 = "v1," + base64.b64encode(mac).decode()
+    verify(spec, Delivery(body, headers | {"webhook-signature": v1}, now=now))
