@@ -1,4 +1,5 @@
-"""What browser-facing routes need: the client's address, a per-address rate limit, CORS.
+"""What browser-facing routes need: the client's address, a per-address rate limit, an
+Origin check, CORS.
 
 A public form cannot authenticate its posts, so what stops a script from filling the
 relay (and the Kartra account) with junk is a limit of posts per minute per client
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request
 
@@ -57,6 +59,22 @@ class RateLimit:
             del self._hits[key]
         if len(self._hits) >= MAX_ADDRESSES:
             self._hits.clear()
+
+
+def foreign_origin(form: Form | None, request: Request) -> str | None:
+    """The site a browser says this post comes from, when the route names its sites and
+    this is not one of them: another site's page posting through its visitors' browsers.
+    `Origin` first, else the origin of `Referer`; a post with neither (a server, a
+    script) is not a browser's and passes."""
+    if form is None or not form.origins:
+        return None
+    origin = request.headers.get("Origin")
+    if origin is None:
+        referer = urlsplit(request.headers.get("Referer", ""))
+        if not (referer.scheme and referer.netloc):
+            return None
+        origin = f"{referer.scheme}://{referer.netloc}"
+    return None if origin in form.origins else origin
 
 
 def cors_headers(form: Form | None, origin: str | None) -> dict[str, str]:

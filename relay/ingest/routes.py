@@ -15,7 +15,7 @@ import time
 from flask import Blueprint, current_app, jsonify, redirect, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.ingest.forms import RateLimit, client_address, cors_headers
+from relay.ingest.forms import RateLimit, client_address, cors_headers, foreign_origin
 from relay.ingest.parse import BodyError, header_dict, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
 from relay.logs import get_logger
@@ -39,6 +39,10 @@ def receive(route: str):
     if mapping is None:
         return jsonify(error=f"unknown route {route!r}"), 404
     form = mapping.form
+    origin = foreign_origin(form, request)
+    if origin is not None:
+        log.info("event_refused", route=route, status=403, reason="foreign origin", origin=origin)
+        return _refuse(mapping, "posts from this site are not accepted", 403)
     if form is not None and form.rate_limit is not None:
         address = client_address(request, form)
         limiter = current_app.extensions.setdefault("relay.rate_limit", RateLimit())

@@ -1,4 +1,5 @@
-"""Routes browsers post to: thank-you and error pages, a per-address limit, CORS."""
+"""Routes browsers post to: thank-you and error pages, a per-address limit, an Origin
+check, CORS."""
 
 import itertools
 
@@ -102,3 +103,19 @@ def test_cors_for_the_configured_origins_only(client):
     assert answer.status_code == 200
     assert answer.headers["Access-Control-Allow-Origin"] == "https://www.example.com"
     assert "Access-Control-Allow-Origin" not in post(client, Origin="https://evil.example").headers
+
+
+def test_posts_from_other_sites_are_refused_before_anything_is_stored(client, engine):
+    assert post(client, Origin="https://www.example.com").status_code == 200
+    assert post(client, Referer="https://www.example.com/signup?x=1").status_code == 200
+    assert post(client).status_code == 200  # no Origin, no Referer: not a browser
+    refused = post(client, Origin="https://evil.example")
+    assert refused.status_code == 403
+    assert refused.get_json() == {"error": "posts from this site are not accepted"}
+    assert post(client, Referer="https://evil.example/page").status_code == 403
+    assert post(client, Origin="null").status_code == 403
+    sent_away = post(client, Origin="https://evil.example", **BROWSER)
+    assert sent_away.status_code == 303 and sent_away.location == "https://example.com/oops"
+    assert count(engine) == 3
+    plain = client.post("/hooks/plain", data={"a": "1"}, headers={"Origin": "https://x.example"})
+    assert plain.status_code == 200  # a route without `form.origins` does not check
