@@ -278,22 +278,25 @@ def _filter_options(command):
             click.option("--email", help="Only events about this lead."),
             click.option("--text", help="Text anywhere in the payload."),
             click.option("--since", type=Age(), help="Received in the last ... (e.g. 1h, 7d)."),
+            click.option("--until", type=Age(), help="Received at least ... ago (e.g. 30m)."),
         ]
     ):
         command = option(command)
     return command
 
 
-def _event_filter(route, status, email, text, since):
+def _event_filter(route, status, email, text, since, until):
     from relay.store.search import EventFilter
     from relay.store.tables import utcnow
 
+    now = utcnow()
     return EventFilter(
         route=route,
         status=status,
         email=email,
         text=text,
-        since=utcnow() - since if since else None,
+        since=now - since if since else None,
+        until=now - until if until else None,
     )
 
 
@@ -302,12 +305,12 @@ def _event_filter(route, status, email, text, since):
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--cursor", help="Continue after this event id (printed at the end of a page).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
-def events(route, status, email, text, since, limit, cursor, as_json) -> None:
+def events(route, status, email, text, since, until, limit, cursor, as_json) -> None:
     """Recent events, newest first, one line each."""
     from relay.admin.schemas import EventPageSchema
     from relay.store.search import search_events
 
-    filters = _event_filter(route, status, email, text, since)
+    filters = _event_filter(route, status, email, text, since, until)
     page = search_events(_engine(_config()), filters, cursor=cursor, limit=limit)
     if as_json:
         _echo_json(EventPageSchema().dump(page))
@@ -369,7 +372,7 @@ def _indent(text: str, spaces: int = 2) -> str:
 @_filter_options
 @click.option("--stored", is_flag=True, help="Send the recorded plan again, not a new render.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
-def replay(event_ids, route, status, email, text, since, stored, as_json) -> None:
+def replay(event_ids, route, status, email, text, since, until, stored, as_json) -> None:
     """Replay events by id, or every event matching the filters, with the current
     mappings (or, with --stored, the plans recorded at the time)."""
     from relay.admin.operations import replay_many
@@ -378,14 +381,15 @@ def replay(event_ids, route, status, email, text, since, stored, as_json) -> Non
 
     config = _config()
     engine = _engine(config)
-    has_filter = any((route, status, email, text, since))
+    has_filter = any((route, status, email, text, since, until))
     if bool(event_ids) == has_filter:
         raise click.UsageError("give event ids, or filters such as --status dead --since 1h")
     try:
         mappings = load_mappings(config.mappings_dir)
     except MappingError as exc:
         _fail(exc)
-    ids = list(event_ids) or matching_ids(engine, _event_filter(route, status, email, text, since))
+    filters = _event_filter(route, status, email, text, since, until)
+    ids = list(event_ids) or matching_ids(engine, filters)
     results = replay_many(engine, mappings, ids, "stored" if stored else "mapping")
     if as_json:
         _echo_json({"results": ReplayResultSchema(many=True).dump(results)})

@@ -64,6 +64,22 @@ def test_json_output_for_scripts(cli, client, app):
     cli("show", "ev_nope", code=1)
 
 
+def test_since_and_until_select_a_time_slice(cli, client, engine):
+    old, middle, new = (post(client, id=f"t{i}", email=f"t{i}@example.com") for i in range(3))
+    with engine.begin() as conn:
+        for event_id, hours in ((old, 5), (middle, 2)):
+            conn.execute(
+                update(events)
+                .where(events.c.id == event_id)
+                .values(received_at=utcnow() - timedelta(hours=hours))
+            )
+    page = json.loads(cli("events", "--since", "3h", "--until", "1h", "--json").output)
+    assert [e["id"] for e in page["events"]] == [middle]
+    page = json.loads(cli("events", "--until", "1h", "--json").output)
+    assert [e["id"] for e in page["events"]] == [middle, old]
+    assert new not in cli("events", "--until", "1h").output
+
+
 def test_replay_by_filter_and_its_refusals(cli, client, app, fake):
     ignored = post(client, id="i1", type="refund")
     dead = post(client, id="d1")
