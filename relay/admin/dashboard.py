@@ -1,7 +1,7 @@
 """The dashboard at `/admin`: server-rendered pages over the same use cases as the API.
 
-Sign-in exchanges the admin token for a session cookie (HttpOnly, SameSite=Lax,
-signed with a key derived from the token, so every web process agrees on it and
+Sign-in exchanges the admin token for a session cookie (HttpOnly, SameSite=Lax, Secure
+over https; signed with a key derived from the token, so every web process agrees on it and
 changing the token signs everyone out). Every POST carries a per-session CSRF token,
 checked before anything else. Payloads and Kartra answers are shown through Jinja's
 autoescaping, and a Content-Security-Policy without scripts backs that up.
@@ -27,6 +27,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from relay.admin import charts
@@ -45,9 +46,21 @@ CSP = (
 )
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Marks the cookie Secure whenever the browser reached the relay over https, directly
+    or through a proxy that says so (Heroku's router sets X-Forwarded-Proto), and not on
+    a laptop's plain http://127.0.0.1, where a Secure cookie would never come back. A
+    client that lies about the header only makes its own cookie stricter."""
+
+    def get_cookie_secure(self, app) -> bool:
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+        return request.is_secure or forwarded.lower() == "https"
+
+
 @bp.record_once
 def _configure_session(state) -> None:
     app = state.app
+    app.session_interface = _SessionInterface()
     token = app.extensions["relay"].config.admin_token
     app.secret_key = hmac.new(token.encode(), b"relay admin session", hashlib.sha256).digest()
     app.config.update(

@@ -27,7 +27,23 @@ def test_pages_need_a_session_and_a_right_token(client):
     assert wrong.status_code == 401 and "not the admin token" in wrong.get_data(as_text=True)
     assert client.get("/admin/").status_code == 302
     cookie = client.get_cookie("relay_admin")
-    assert cookie.http_only and cookie.same_site == "Lax"
+    assert cookie.http_only and cookie.same_site == "Lax" and not cookie.secure
+
+
+@pytest.mark.parametrize(
+    ("base_url", "headers"),
+    [
+        ("https://relay.example.com", {}),
+        ("http://relay.example.com", {"X-Forwarded-Proto": "https"}),
+    ],
+)
+def test_the_cookie_is_secure_when_the_browser_came_over_https(client, base_url, headers):
+    page = client.get("/admin/login", base_url=base_url, headers=headers)
+    data = {"token": TOKEN, "csrf_token": csrf(page)}
+    answer = client.post("/admin/login", data=data, base_url=base_url, headers=headers)
+    assert answer.status_code == 302
+    cookie = client.get_cookie("relay_admin", domain="relay.example.com")
+    assert cookie.secure and cookie.http_only
 
 
 def test_a_form_without_its_csrf_token_is_refused(signed_in, client):
