@@ -56,6 +56,29 @@ def test_a_form_without_its_csrf_token_is_refused(signed_in, client):
     assert fresh.post("/admin/login", data={"token": TOKEN}).status_code == 400
 
 
+def test_redact_an_event_from_its_page(signed_in, client, app):
+    jane = post(client, "jane@example.com", "o1")
+    page = signed_in.get(f"/admin/events/{jane}")
+    token = csrf(page)
+    waiting = signed_in.post(
+        f"/admin/events/{jane}/redact", data={"csrf_token": token, "confirm": "yes"}
+    )
+    assert "still waiting" in signed_in.get(waiting.location).get_data(as_text=True)
+    deliver(app)
+    unconfirmed = signed_in.post(f"/admin/events/{jane}/redact", data={"csrf_token": token})
+    assert "Tick the box" in signed_in.get(unconfirmed.location).get_data(as_text=True)
+    assert "jane@example.com" in signed_in.get(f"/admin/events/{jane}").get_data(as_text=True)
+    done = signed_in.post(
+        f"/admin/events/{jane}/redact", data={"csrf_token": token, "confirm": "yes"}
+    )
+    html = signed_in.get(done.location).get_data(as_text=True)
+    assert "Redacted:" in html and "jane@example.com" not in html
+    missing = signed_in.post(
+        "/admin/events/ev_nope/redact", data={"csrf_token": token, "confirm": "yes"}
+    )
+    assert missing.status_code == 404
+
+
 def test_next_stays_inside_the_dashboard(client):
     page = client.get("/admin/login?next=//evil.example/x")
     answer = client.post(
