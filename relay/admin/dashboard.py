@@ -39,6 +39,7 @@ bp = Blueprint("dashboard", __name__, url_prefix="/admin", template_folder="temp
 
 FAILURE_STATUSES = ("dead", "failed", "rejected")
 REFRESH_SECONDS = 15
+MAX_FLASHED = 10
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -257,8 +258,13 @@ def failures():
 
 @bp.post("/replay")
 def replay_selected():
+    """The ticked events, or with `every=<status>` every event in that failure status."""
     relay = _relay()
-    ids = request.form.getlist("event_id")
+    every = request.form.get("every")
+    if every in FAILURE_STATUSES:
+        ids = search.event_ids(relay.engine, search.EventFilter(status=every))
+    else:
+        ids = request.form.getlist("event_id")
     if not ids:
         flash("Tick at least one event to replay.", "error")
         return redirect(url_for("dashboard.failures"))
@@ -266,9 +272,11 @@ def replay_selected():
     relay.wake.set()
     done = sum(r.ok for r in results)
     flash(f"Replayed {done} of {len(results)} event(s).", "ok" if done == len(results) else "error")
-    for result in results:
-        if not result.ok:
-            flash(f"{result.event_id}: {result.error}", "error")
+    refused = [r for r in results if not r.ok]
+    for result in refused[:MAX_FLASHED]:
+        flash(f"{result.event_id}: {result.error}", "error")
+    if len(refused) > MAX_FLASHED:
+        flash(f"... and {len(refused) - MAX_FLASHED} more not replayed.", "error")
     return redirect(url_for("dashboard.failures"))
 
 

@@ -116,6 +116,7 @@ def test_find_open_and_replay_an_event(signed_in, client, app):
 
 def test_failures_bulk_replay_and_accounts(signed_in, client, app):
     failed = [post(client, f"p{i}@example.com", f"o{i}") for i in range(2)]
+    more = [post(client, f"q{i}@example.com", f"m{i}") for i in range(3)]
     deliver(app)
     page = signed_in.get("/admin/failures")
     html = page.get_data(as_text=True)
@@ -126,7 +127,16 @@ def test_failures_bulk_replay_and_accounts(signed_in, client, app):
     )
     assert deliver(app) == 2
     html = signed_in.get("/admin/failures").get_data(as_text=True)
-    assert "Replayed 2 of 2 event(s)." in html and failed[0] not in html
+    assert "Replayed 2 of 2 event(s)." in html and failed[0] not in html and more[0] in html
+
+    page = signed_in.get("/admin/failures")
+    assert "Replay every failed event" in page.get_data(as_text=True)
+    signed_in.post(
+        "/admin/replay", data={"every": "failed", "mode": "mapping", "csrf_token": csrf(page)}
+    )
+    assert deliver(app) == len(more)
+    html = signed_in.get("/admin/failures").get_data(as_text=True)
+    assert f"Replayed {len(more)} of {len(more)} event(s)." in html and more[0] not in html
 
     page = signed_in.get("/admin/accounts")
     assert "active" in page.get_data(as_text=True)
