@@ -4,8 +4,10 @@ helpers to post events and run the dispatcher once."""
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from tenacity import wait_none
 
+from relay.cli import main
 from relay.config import Account, Config
 from relay.dispatch.backoff import Backoff
 from relay.dispatch.worker import Dispatcher
@@ -29,6 +31,25 @@ rules:
     actions:
       - {cmd: assign_tag, tag_name: Custmer}
 """
+
+
+@pytest.fixture
+def cli(engine, mappings_dir):
+    """`python -m relay ...` through click's runner, on the same record as the app."""
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MAPPINGS_DIR": str(mappings_dir),
+        "KARTRA_APP_ID": "",
+        "KARTRA_API_KEY": "",
+        "KARTRA_API_PASSWORD": "",
+    }
+
+    def run(*args, code=0):
+        result = CliRunner().invoke(main, list(args), env=env)
+        assert result.exit_code == code, result.output
+        return result
+
+    return run
 
 
 @pytest.fixture

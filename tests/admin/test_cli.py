@@ -4,32 +4,12 @@ the web app writes, through click's runner with the settings in the environment.
 import json
 from datetime import timedelta
 
-import pytest
-from click.testing import CliRunner
 from sqlalchemy import update
 
-from relay.cli import main, parse_age
+from relay.cli import parse_age
 from relay.store.search import get_event
 from relay.store.tables import events, utcnow
 from tests.admin.conftest import KEY, PASSWORD, deliver, deliver_or_die, post
-
-
-@pytest.fixture
-def cli(engine, mappings_dir):
-    env = {
-        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "MAPPINGS_DIR": str(mappings_dir),
-        "KARTRA_APP_ID": "",
-        "KARTRA_API_KEY": "",
-        "KARTRA_API_PASSWORD": "",
-    }
-
-    def run(*args, code=0):
-        result = CliRunner().invoke(main, list(args), env=env)
-        assert result.exit_code == code, result.output
-        return result
-
-    return run
 
 
 def test_find_jane_see_why_fix_and_replay(cli, client, app, mappings_dir):

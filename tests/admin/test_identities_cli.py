@@ -4,10 +4,6 @@ to (the fake) Kartra."""
 
 import json
 
-import pytest
-from click.testing import CliRunner
-
-from relay.cli import main
 from relay.mapping import load_mappings
 from relay.store.search import get_event
 from tests.admin.conftest import TOKEN, deliver
@@ -23,24 +19,6 @@ rules:
     actions:
       - {cmd: assign_tag, tag_name: Customer}
 """
-
-
-@pytest.fixture
-def cli(engine, mappings_dir):
-    env = {
-        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "MAPPINGS_DIR": str(mappings_dir),
-        "KARTRA_APP_ID": "",
-        "KARTRA_API_KEY": "",
-        "KARTRA_API_PASSWORD": "",
-    }
-
-    def run(*args, code=0):
-        result = CliRunner().invoke(main, list(args), env=env)
-        assert result.exit_code == code, result.output
-        return result
-
-    return run
 
 
 def test_set_an_identity_then_replay_delivers(cli, client, app, mappings_dir, fake):
