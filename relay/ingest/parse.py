@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from io import BytesIO
 from typing import Any
@@ -70,7 +71,7 @@ def _decode(raw: bytes, charset: str) -> str:
 def _json(raw: bytes, charset: str) -> dict[str, Any]:
     text = _decode(raw, charset).removeprefix("\ufeff")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise BodyError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -81,20 +82,49 @@ def _json(raw: bytes, charset: str) -> dict[str, Any]:
         raise BodyError(f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BodyError(f"JSON body must be an object, got {type(value).__name__}")
-    _check_depth(value)
+    _check_tree(value)
     return value
 
 
-def _check_depth(value: Any) -> None:
+def _no_constant(name: str) -> float:
+    """`NaN` and `Infinity` are not JSON; Python reads them, PostgreSQL refuses to store them."""
+    raise BodyError(f"invalid JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    """A float too large for a double (`1e400`) would become infinity: refused like `Infinity`."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyError(f"invalid JSON: number {text[:40]} is out of range")
+    return value
+
+
+def _check_tree(value: Any) -> None:
+    """At most MAX_DEPTH levels, and only real text: JSON's `"\\ud800"` is valid syntax
+    but a lone surrogate, no character; PostgreSQL refuses to store it and UTF-8 cannot
+    carry it on to Kartra."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise BodyError(f"body nested deeper than {MAX_DEPTH} levels")
         if isinstance(item, dict):
+            for key in item:
+                _check_text(key)
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            _check_text(item)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BodyError(
+            f"body holds a lone surrogate (\\u{ord(text[exc.start]):04x}), not a character"
+        ) from None
 
 
 def _urlencoded(raw: bytes, charset: str) -> dict[str, Any]:
@@ -111,7 +141,9 @@ def _urlencoded(raw: bytes, charset: str) -> dict[str, Any]:
         raise BodyError(f"form value is not valid {charset}: {exc.reason}") from None
     except ValueError:
         raise BodyError(f"form has more than {MAX_FIELDS} fields") from None
-    return nest(pairs)
+    form = nest(pairs)
+    _check_tree(form)  # a charset such as UTF-7 can spell a lone surrogate
+    return form
 
 
 def _raw_request(form: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +155,7 @@ def _raw_request(form: dict[str, Any]) -> dict[str, Any]:
         except (ValueError, RecursionError):
             return form
         if isinstance(value, dict):
-            _check_depth(value)
+            _check_tree(value)
             form["rawRequest"] = value
     return form
 
@@ -141,17 +173,29 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
         "CONTENT_LENGTH": str(len(raw)),
         "wsgi.input": BytesIO(raw),
     }
+    uploads: list[BytesIO] = []
+
+    def in_memory(*_args: Any, **_kwargs: Any) -> BytesIO:
+        # The body is already in memory (at most MAX_BODY_BYTES); no temporary files, and
+        # every upload is closed even when the parser gives up half-way.
+        uploads.append(BytesIO())
+        return uploads[-1]
+
     try:
-        _, form, files = parse_form_data(environ, max_form_parts=MAX_FIELDS, silent=False)
+        _, form, files = parse_form_data(
+            environ, stream_factory=in_memory, max_form_parts=MAX_FIELDS, silent=False
+        )
+        pairs = list(form.items(multi=True))
+        for name, upload in files.items(multi=True):
+            size = len(upload.stream.getvalue())
+            pairs.append(
+                (name, {"filename": upload.filename, "content_type": upload.mimetype, "size": size})
+            )
     except Exception as exc:  # werkzeug raises several kinds for malformed multipart
         raise BodyError(f"invalid multipart body: {exc}") from None
-    pairs = list(form.items(multi=True))
-    for name, upload in files.items(multi=True):
-        size = len(upload.stream.read())
-        pairs.append(
-            (name, {"filename": upload.filename, "content_type": upload.mimetype, "size": size})
-        )
-        upload.close()
+    finally:
+        for upload in uploads:
+            upload.close()
     return nest(pairs)
 
 
@@ -179,7 +223,7 @@ def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             node[last] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:
             node[last] = value
-    return _lists(root)
+    return {key: _lists(value) for key, value in root.items()}  # the body stays a dict
 
 
 def _key_parts(key: str) -> list[str]:

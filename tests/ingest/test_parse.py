@@ -1,3 +1,4 @@
+import gc
 import json
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def test_json_in_another_charset():
         ("application/json", b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
         ("application/x-www-form-urlencoded", b"name=%FF", 400, "not valid utf-8"),
         ("application/json", b'{"a":' * 100 + b"1" + b"}" * 100, 400, "nested"),
+        ("application/json", b'{"amount": NaN}', 400, "NaN is not a JSON number"),
+        ("application/json", b'{"amount": -Infinity}', 400, "-Infinity is not a JSON number"),
+        ("application/json", b'{"amount": 1e400}', 400, "out of range"),
+        ("application/json", b'{"name": "\\ud800"}', 400, "lone surrogate (\\ud800)"),
+        ("application/json", b'{"\\udfff": 1}', 400, "lone surrogate (\\udfff)"),
+        ("application/x-www-form-urlencoded; charset=utf-7", b"a=%2B2AA-", 400, "surrogate"),
     ],
 )
 def test_unreadable_bodies_are_named(content_type, body, status, words):
@@ -107,6 +114,23 @@ def test_multipart_fields_kept_files_summarised():
 def test_broken_multipart_is_a_400():
     with pytest.raises(BodyError):
         parse_body("multipart/form-data", b"--x\r\n")
+
+
+def test_multipart_cut_inside_a_file_leaves_no_file_open():
+    """Found by the fuzzer: werkzeug's spooled temporary file was never closed."""
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="cv"; filename="cv.pdf"\r\n'
+        b"Content-Type: application/pdf\r\n\r\n%PDF-1.4 da"
+    )
+    with pytest.raises(BodyError):
+        parse_body("multipart/form-data; boundary=x", body)
+    gc.collect()  # an unclosed file warns here, and warnings are errors
+
+
+def test_a_form_with_numeric_names_is_still_an_object():
+    """Found by the fuzzer: `0=a&1=b` became the list ["a", "b"] instead of a body."""
+    body = parse_body("application/x-www-form-urlencoded", b"0=a&1=b")
+    assert body == {"0": "a", "1": "b"}
 
 
 @pytest.mark.parametrize(

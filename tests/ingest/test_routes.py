@@ -129,6 +129,19 @@ def test_browser_form_posts_are_redirected_to_the_thank_you_page(client, engine)
         ),
         ("/hooks/demo-form", {"data": b"a,b", "content_type": "text/csv"}, 415, "content type"),
         ("/hooks/demo-form", {"data": {"email": "x" * 4000}}, 413, "larger than"),
+        # Found by the fuzzer: PostgreSQL cannot store these, so they were 500s there.
+        (
+            "/hooks/shop",
+            {"data": b'{"id": 1, "n": NaN}', "content_type": "application/json"},
+            400,
+            "NaN",
+        ),
+        (
+            "/hooks/shop",
+            {"data": b'{"id": "\\ud83d"}', "content_type": "application/json"},
+            400,
+            "lone surrogate",
+        ),
     ],
 )
 def test_refusals_store_nothing_and_name_the_problem(client, engine, path, kwargs, status, words):
@@ -136,6 +149,15 @@ def test_refusals_store_nothing_and_name_the_problem(client, engine, path, kwarg
     assert answer.status_code == status
     assert words in answer.json["error"]
     assert rows(engine, events) == []
+
+
+def test_a_form_of_numeric_names_is_stored_as_an_object(client, engine):
+    """Found by the fuzzer: the body became a list and the request a 500."""
+    answer = client.post("/hooks/demo-form", data={"0": "a", "1": "b"})
+    assert answer.status_code == 200
+    assert answer.json["status"] == "rejected"
+    (event,) = rows(engine, events)
+    assert event["payload"] == {"0": "a", "1": "b"}
 
 
 def test_credentials_in_headers_are_not_stored(client, engine):
