@@ -6,8 +6,9 @@ and `parse_str()` reads them back. `encode` is what the client sends; `decode` i
 the fake Kartra (and any test) uses to read a body the way Kartra would.
 
 Safety: every key and value is percent-encoded, so a value such as `x&api_key=1` or
-`a]` stays one value and can never add or re-nest a parameter. Keys that contain
-brackets are refused, because PHP would re-nest them on the other side.
+`a]` stays one value and can never add or re-nest a parameter. Keys that PHP would read
+back as other keys (brackets, NUL, empty, spaces or dots at the top level) are refused;
+tests/fuzz/test_form_fuzz.py checks the round trip against a model of PHP's parse_str.
 """
 
 import re
@@ -45,9 +46,20 @@ def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
         return
     for key, item in items:
         name = str(key)
-        if "[" in name or "]" in name:
-            raise ValueError(f"form key {name!r} contains a bracket; PHP would re-nest it")
+        _check_name(name, top=not prefix)
         yield from _flatten(item, f"{prefix}[{name}]" if prefix else name)
+
+
+def _check_name(name: str, *, top: bool) -> None:
+    """Refuse a key PHP would read back as another: brackets re-nest, NUL ends the name,
+    `[]` and `[ ]` append, and a top-level name loses its leading spaces and has its
+    spaces and dots turned into `_`."""
+    if "[" in name or "]" in name:
+        raise ValueError(f"form key {name!r} contains a bracket; PHP would re-nest it")
+    if "\0" in name or name in ("", " ", "\t", "\n", "\v", "\f", "\r"):
+        raise ValueError(f"form key {name!r} would be read by PHP as another key")
+    if top and (" " in name or "." in name):
+        raise ValueError(f"form key {name!r} has a space or dot; PHP would rewrite it to _")
 
 
 def decode(body: str | bytes) -> dict[str, Any]:

@@ -135,5 +135,9 @@ def _as_php_sees_it(value: Any) -> Any:
 def test_random_round_trip() -> None:
     rng = random.Random(20240611)
     for _ in range(400):
-        params = {_random_key(rng): _random_params(rng) for _ in range(rng.randint(1, 5))}
+        # Top-level names without spaces: PHP would rewrite them, so encode refuses them.
+        params = {
+            _random_key(rng).replace(" ", "_"): _random_params(rng)
+            for _ in range(rng.randint(1, 5))
+        }
         assert decode(encode(params)) == _as_php_sees_it(params)
