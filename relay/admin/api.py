@@ -10,6 +10,7 @@ guards everything but the document itself, compared in constant time.
 from __future__ import annotations
 
 import hmac
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,19 @@ def _require_token():
     return None
 
 
+NUL_FREE = r"^[^\x00]*$"
+
+
+@bp.before_request
+def _refuse_nul():
+    """A NUL character in a path or query value is refused: PostgreSQL text cannot hold
+    one, so it can name nothing, and the document's `pattern` says so (`_nul_free`)."""
+    values = [*(request.view_args or {}).values(), *request.args.keys(), *request.args.values()]
+    if any("\x00" in value for value in values if isinstance(value, str)):
+        return jsonify(error="NUL characters are not allowed"), 400
+    return None
+
+
 @bp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError):
     return jsonify(error=exc.messages), 400
@@ -91,7 +105,26 @@ def _query(schema: type[Schema]) -> dict:
 
 
 def _body(schema: type[Schema]) -> dict:
-    return schema().load(request.get_json(silent=True) or {})
+    """The JSON body loaded by `schema`; no body means `{}`. A body that is not JSON is
+    refused, never read as `{}`: an empty retry filter would requeue every dead delivery."""
+    raw = request.get_data()
+    if not raw.strip():
+        return schema().load({})
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError({"body": ["not valid JSON"]}) from None
+    if _holds_nul(data):
+        raise ValidationError({"body": ["NUL characters are not allowed"]})
+    return schema().load(data)
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_holds_nul(item) for item in value)
 
 
 def _not_found(what: str):
@@ -296,6 +329,7 @@ def redact():
     "Sender customer ids and the lead emails they stand for",
     query=schemas.IdentityQuerySchema,
     response=schemas.IdentityListSchema,
+    errors=(400,),
 )
 def list_identities():
     route = _query(schemas.IdentityQuerySchema).get("route")
@@ -354,17 +388,44 @@ def openapi_document() -> dict:
                     "content": {"application/json": {"schema": endpoint.response}},
                 },
                 "401": _error_response("no valid admin token"),
-                **{str(code): _error_response(_ERRORS[code]) for code in endpoint.errors},
+                **{str(code): _error_response(_ERRORS[code]) for code in _errors(endpoint)},
             },
         }
         if endpoint.query:
             operation["parameters"].append({"in": "query", "schema": endpoint.query})
         if endpoint.body:
-            operation["requestBody"] = {"content": {"application/json": {"schema": endpoint.body}}}
+            operation["requestBody"] = {
+                "required": any(f.required for f in endpoint.body().load_fields.values()),
+                "content": {"application/json": {"schema": endpoint.body}},
+            }
         paths.setdefault(path, {})[endpoint.method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    document = spec.to_dict()
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation["parameters"]:
+                _nul_free(parameter["schema"])
+    for schema in document["components"]["schemas"].values():
+        _nul_free(schema)
+    return document
+
+
+def _errors(endpoint: Endpoint) -> list[int]:
+    """The endpoint's own error statuses, and 400 wherever it reads any input."""
+    reads = endpoint.query or endpoint.body or "<" in endpoint.rule
+    return sorted({*endpoint.errors, 400} if reads else set(endpoint.errors))
+
+
+def _nul_free(schema: dict) -> None:
+    """Every free-text string in the document is declared NUL-free (see `_refuse_nul`)."""
+    if schema.get("type") == "string" and "enum" not in schema:
+        schema.setdefault("pattern", NUL_FREE)
+    for child in (*schema.get("properties", {}).values(), schema.get("items")):
+        if isinstance(child, dict):
+            _nul_free(child)
+    if isinstance(schema.get("additionalProperties"), dict):
+        _nul_free(schema["additionalProperties"])
 
 
 _ERRORS = {400: "invalid request", 404: "not found", 409: "not possible in the present state"}

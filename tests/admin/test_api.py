@@ -162,3 +162,48 @@ def test_a_call_that_may_repeat_an_applied_one_is_shown_as_ambiguous(api, client
         ("ambiguous", False),
         ("ok", True),
     ]
+
+
+def test_a_body_that_is_not_json_is_refused_not_read_as_no_filter(api, client, app):
+    """Found by schemathesis: `\\x00` as a retry body meant `{}`, i.e. requeue every dead
+    delivery; as a pause body it paused the account."""
+    post(client)
+    deliver_or_die(app)
+    for path in ("/deliveries/retry", "/accounts/default/pause", "/replay"):
+        answer = client.post(
+            "/api" + path, headers=AUTH, data=b"\x00", content_type="application/json"
+        )
+        assert answer.status_code == 400, path
+        assert answer.get_json() == {"error": {"body": ["not valid JSON"]}}
+    accounts = api.get("/accounts").get_json()["accounts"]
+    assert not any(account["paused"] for account in accounts)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "json"),
+    [
+        ("GET", "/api/events?cursor=%00", None),
+        ("GET", "/api/events?email=a%00b", None),
+        ("GET", "/api/events/ev_%00", None),
+        ("POST", "/api/accounts/a%00/pause", None),
+        ("GET", "/api/identities?route=%00", None),
+        ("PUT", "/api/identities", {"route": "shop", "customer_id": "c\x00", "email": "a@b.co"}),
+    ],
+)
+def test_nul_characters_are_refused_not_a_500(client, method, path, json):
+    """Found by schemathesis: PostgreSQL text cannot hold NUL, and the query raised."""
+    answer = client.open(path, method=method, headers=AUTH, json=json)
+    assert answer.status_code == 400
+    assert "NUL characters are not allowed" in answer.get_data(as_text=True)
+
+
+def test_the_document_states_what_the_api_refuses(client):
+    """Found by schemathesis: answers the document did not describe."""
+    document = client.get("/api/openapi.json").get_json()
+    identities = document["paths"]["/api/identities"]
+    assert "400" in identities["get"]["responses"]
+    assert identities["put"]["requestBody"]["required"] is True
+    assert document["paths"]["/api/replay"]["post"]["requestBody"]["required"] is False
+    (event_id,) = document["paths"]["/api/events/{event_id}"]["get"]["parameters"]
+    assert event_id["schema"]["pattern"] == "^[^\\x00]*$"
+    assert client.get("/api/identities?bogus=1", headers=AUTH).status_code == 400
