@@ -468,6 +468,9 @@ class KartraClient:
                     "Accept": "application/json",
                 },
                 timeout=self.timeout,
+                # The body carries the key and password: a redirect must never take
+                # them to another address, so none is followed (it is a failed call).
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             call.duration_ms = (time.perf_counter() - started) * 1000
@@ -493,6 +496,8 @@ class KartraClient:
             else:
                 call.kind = "transient"
             call.error = f"HTTP {response.status_code}"
+            if response.is_redirect:
+                call.error += ": redirect not followed"
             return call
         if payload is None:
             call.kind, call.error = "ambiguous", "response body is not JSON"
