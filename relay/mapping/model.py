@@ -19,6 +19,8 @@ from relay.mapping.expressions import Condition, Value
 from relay.mapping.filters import IDENTITIES
 
 MAX_REASON = 1000
+MAX_EMAIL = 254
+"""The longest address SMTP can carry (RFC 5321: a 256-octet path, less its `<` `>`)."""
 _NAME_KINDS = {"tag_name": "tags", "list_name": "lists", "sequence_name": "sequences"}
 
 
@@ -234,6 +236,11 @@ def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
         lead["custom_fields"] = custom_fields
     if not (lead.get("email") or lead.get("id")):
         raise RenderError(f"rule {rule.name!r} rendered no lead email or id")
+    if len(str(lead.get("email", ""))) > MAX_EMAIL:
+        raise RenderError(
+            f"rule {rule.name!r}: lead.email is {len(str(lead['email']))} characters long; "
+            f"an email address has at most {MAX_EMAIL}"
+        )
     return lead
 
 
