@@ -24,6 +24,7 @@ from relay.mapping.filters import IDENTITIES
 from relay.mapping.model import Identity
 from relay.store import NewEvent, store_event
 from relay.store.identities import find
+from relay.store.tables import events
 
 bp = Blueprint("ingest", __name__)
 log = get_logger("relay.ingest")
@@ -76,7 +77,7 @@ def receive(route: str):
         NewEvent(
             route=route,
             dedupe_key=_dedupe_key(mapping, payload, raw),
-            content_type=request.content_type,
+            content_type=_content_type(),
             headers=headers,
             query=query,
             body=raw,
@@ -184,6 +185,12 @@ def _read_body(limit: int) -> bytes:
     if len(raw) > limit:
         raise RequestEntityTooLarge()
     return raw
+
+
+def _content_type() -> str | None:
+    """The header as stored: a sender may send any length, the column keeps 200 characters
+    (the body is parsed already, so the rest is only ever shown)."""
+    return (request.content_type or "")[: events.c.content_type.type.length] or None
 
 
 def _dedupe_key(mapping, payload, raw: bytes) -> str:
