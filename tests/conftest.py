@@ -29,7 +29,7 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
-    if "database_url" in metafunc.fixturenames:
+    if "database_kind" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--db")
         kinds = DATABASES if chosen == "both" else (chosen,)
         if metafunc.definition.get_closest_marker("postgresql_only"):
