@@ -18,6 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from relay.ingest.forms import RateLimit, client_address, cors_headers, foreign_origin
 from relay.ingest.parse import BodyError, header_dict, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
+from relay.ingest.verify.token import without_field
 from relay.logs import get_logger
 from relay.mapping import RenderError
 from relay.mapping.filters import IDENTITIES
@@ -80,7 +81,7 @@ def receive(route: str):
             content_type=_content_type(),
             headers=headers,
             query=query,
-            body=raw,
+            body=_stored_raw(mapping.verify, raw),
             payload=body,
             status=rendered.status,
             rule=rendered.rule,
@@ -171,6 +172,13 @@ def _without_token(spec, headers: dict, query: dict, body: dict) -> tuple[dict, 
         query = {k: v for k, v in query.items() if k != spec.get("query")}
         body.pop(spec.get("field", ""), None)
     return headers, query
+
+
+def _stored_raw(spec, raw: bytes) -> bytes:
+    """The raw body to keep: without the route's token when it travels as a body field."""
+    if isinstance(spec, dict) and spec["scheme"] == "token" and "field" in spec:
+        return without_field(raw, spec["field"])
+    return raw
 
 
 def _read_body(limit: int) -> bytes:

@@ -31,6 +31,10 @@ ROUTES = {
         verify: {scheme: token, header: X-Relay-Token, secret: "${FORM_TOKEN}"}
         rules: [{name: all}]
     """,
+    "thrive": """
+        verify: {scheme: token, field: thrivecart_secret, secret: "${FORM_TOKEN}"}
+        rules: [{name: all}]
+    """,
     "woo": """
         verify: {scheme: woocommerce, secret: "${STRIPE_SECRET}"}
         rules: [{name: all}]
@@ -135,6 +139,20 @@ def test_a_header_token_is_checked_and_never_stored(client, engine):
     assert client.post("/hooks/gravity", data=body, headers=headers).status_code == 200
     [event] = stored(engine)
     assert "x-relay-token" not in event["headers"]
+
+
+def test_a_body_field_token_is_checked_and_stored_nowhere(client, engine):
+    """Found by the secrets test: the token was kept in the stored raw body."""
+    token = "tok-" + "x" * 20
+    body = f"customer%5Bemail%5D=a%40b.co&thrivecart_secret={token}&mode=live".encode()
+    form = {"content_type": "application/x-www-form-urlencoded"}
+    assert (
+        client.post("/hooks/thrive", data=body.replace(b"tok-", b"bad-"), **form).status_code == 401
+    )
+    assert client.post("/hooks/thrive", data=body, **form).status_code == 200
+    [event] = stored(engine)
+    assert bytes(event["body"]) == b"customer%5Bemail%5D=a%40b.co&mode=live"
+    assert event["payload"] == {"customer": {"email": "a@b.co"}, "mode": "live"}
 
 
 def test_woocommerce_ping_is_answered_200_and_stores_nothing(client, engine):
