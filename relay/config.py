@@ -47,6 +47,7 @@ class Config:
     delivery_lease: float = 30.0
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1024 * 1024
+    request_read_timeout: float = 15.0
     log_level: str = "info"
     retention_days: int = 30
 
@@ -78,6 +79,7 @@ class Config:
             delivery_lease=_number(env, "DELIVERY_LEASE", 30.0),
             admin_token=_admin_token(env.get("ADMIN_TOKEN") or None),
             max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            request_read_timeout=_number(env, "REQUEST_READ_TIMEOUT", 15.0),
             log_level=_log_level(env.get("LOG_LEVEL") or "info"),
             retention_days=_integer(env, "RETENTION_DAYS", 30, low=0, high=3650),
         )

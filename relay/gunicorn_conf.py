@@ -2,10 +2,14 @@
 gunicorn reads by default) and for `python -m relay serve`.
 
 gthread workers: a request spends its time waiting on the database commit, so a few
-threads per process keep the cores busy. Timeouts bound slow clients (30 s for a
-request, 5 s keep-alive); the graceful timeout (20 s) fits inside Heroku's 30 s
-between SIGTERM and SIGKILL, so requests in flight finish. The access log is off:
-the relay logs one JSON line per event itself.
+threads per process keep the cores busy. Slow clients are bounded by the worker class
+(relay/gunicorn_worker.py): a request must arrive whole within REQUEST_READ_TIMEOUT
+(15 s), an answer must make progress every 30 s, an idle keep-alive connection is
+closed after 5 s. gunicorn's own `timeout` (30 s) restarts a process whose main loop
+stops answering; it does not see threads stuck on a socket, hence the worker class.
+The graceful timeout (20 s) fits inside Heroku's 30 s between SIGTERM and SIGKILL, so
+requests in flight finish. The access log is off: the relay logs one JSON line per
+event itself.
 
 RELAY_EMBEDDED_WORKER=1 runs the dispatcher inside each web process (single-dyno
 mode): one process to pay for, at the price of web and Kartra calls sharing its CPU.
@@ -21,7 +25,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="relay
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+worker_class = "relay.gunicorn_worker.DeadlineWorker"  # gthread, with REQUEST_READ_TIMEOUT
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 30
 graceful_timeout = 20

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -17,6 +17,7 @@ from relay.admin.dashboard import bp as dashboard_bp
 from relay.admin.health import bp as health_bp
 from relay.admin.metrics import bp as metrics_bp
 from relay.config import Config
+from relay.gunicorn_worker import SlowClient
 from relay.ingest.routes import bp as ingest_bp
 from relay.mapping import Mapping, load_mappings
 from relay.store import connect
@@ -52,6 +53,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
         app.register_blueprint(metrics_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _storage_error)
+    app.register_error_handler(SlowClient, _slow_client)
     announce(relay)
     return app
 
@@ -99,6 +101,11 @@ def _http_error(exc: HTTPException):
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return jsonify(error=f"body larger than {limit} bytes (MAX_BODY_BYTES)"), 413
     return jsonify(error=exc.description), exc.code
+
+
+def _slow_client(exc: SlowClient):
+    log.info("request_too_slow", path=request.path, timeout=exc.timeout)
+    return jsonify(error=f"{exc} (REQUEST_READ_TIMEOUT)"), 408, {"Connection": "close"}
 
 
 def _storage_error(exc: OperationalError):
