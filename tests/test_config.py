@@ -1,6 +1,11 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from relay.config import Config, ConfigError
+from tests.conftest import ROOT
 
 
 def test_defaults_are_a_dry_run_on_sqlite():
@@ -75,9 +80,51 @@ def test_a_bad_setting_is_named_in_one_line(env, named):
     assert "\n" not in message
 
 
-def test_plain_http_is_allowed_for_a_local_fake_kartra():
-    config = Config.from_env({"KARTRA_API_URL": "http://127.0.0.1:8765/api"})
-    assert config.kartra_url == "http://127.0.0.1:8765/api"
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8765/api", "http://localhost/api", "http://[::1]:8765/api"]
+)
+def test_plain_http_is_allowed_for_a_local_fake_kartra(url):
+    assert Config.from_env({"KARTRA_API_URL": url}).kartra_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTP://app.kartra.com/api",
+        "http://localhost.example.com/api",
+        "http://127.0.0.1.nip.io/api",
+        "http://localhost@kartra.example.com/api",
+        "http://127.0.0.1:80@kartra.example.com/api",
+        "ftp://app.kartra.com/api",
+        "//app.kartra.com/api",
+    ],
+)
+def test_credentials_travel_only_over_https_or_to_this_machine(url):
+    """Kartra's key and password are in the body: a plain-http URL to anywhere but this
+    machine, however it is spelled, stops start-up."""
+    with pytest.raises(ConfigError, match="^KARTRA_API_URL: "):
+        Config.from_env({"KARTRA_API_URL": url})
+
+
+def test_start_up_refuses_plain_http_in_one_line_naming_the_setting(tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "KARTRA_API_URL": "http://kartra.example.com/api",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "kartra-relay: KARTRA_API_URL: must be https (credentials travel in the body); "
+        "plain http is allowed only for localhost"
+    ]
 
 
 def test_several_accounts_share_one_app():
