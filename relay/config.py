@@ -48,6 +48,10 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1024 * 1024
     request_read_timeout: float = 15.0
+    ingest_rate_limit_per_ip: int = 0
+    ingest_rate_limit_per_route: int = 0
+    trust_x_forwarded_for: bool = False
+    admin_signin_attempts: int = 10
     log_level: str = "info"
     retention_days: int = 30
 
@@ -80,6 +84,10 @@ class Config:
             admin_token=_admin_token(env.get("ADMIN_TOKEN") or None),
             max_body_bytes=_integer(env, "MAX_BODY_BYTES", 1024 * 1024, low=1024),
             request_read_timeout=_number(env, "REQUEST_READ_TIMEOUT", 15.0),
+            ingest_rate_limit_per_ip=_integer(env, "INGEST_RATE_LIMIT_PER_IP", 0, low=0),
+            ingest_rate_limit_per_route=_integer(env, "INGEST_RATE_LIMIT_PER_ROUTE", 0, low=0),
+            trust_x_forwarded_for=_boolean(env, "TRUST_X_FORWARDED_FOR"),
+            admin_signin_attempts=_integer(env, "ADMIN_SIGNIN_ATTEMPTS", 10, low=1, high=10_000),
             log_level=_log_level(env.get("LOG_LEVEL") or "info"),
             retention_days=_integer(env, "RETENTION_DAYS", 30, low=0, high=3650),
         )

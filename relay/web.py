@@ -18,6 +18,7 @@ from relay.admin.health import bp as health_bp
 from relay.admin.metrics import bp as metrics_bp
 from relay.config import Config
 from relay.gunicorn_worker import SlowClient
+from relay.ingest.limits import throttle
 from relay.ingest.routes import bp as ingest_bp
 from relay.mapping import Mapping, load_mappings
 from relay.store import connect
@@ -46,6 +47,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.json.sort_keys = False
     app.extensions["relay"] = relay
     app.register_blueprint(ingest_bp)
+    app.before_request(throttle)
     app.register_blueprint(health_bp)
     if config.admin_token:
         app.register_blueprint(api_bp)

@@ -2,9 +2,11 @@
 
 Sign-in exchanges the admin token for a session cookie (HttpOnly, SameSite=Lax, Secure
 over https; signed with a key derived from the token, so every web process agrees on it and
-changing the token signs everyone out). Every POST carries a per-session CSRF token,
-checked before anything else. Payloads and Kartra answers are shown through Jinja's
-autoescaping, and a Content-Security-Policy without scripts backs that up.
+changing the token signs everyone out); after ADMIN_SIGNIN_ATTEMPTS wrong tokens from one
+address in 15 minutes, sign-in answers 429 until the window slides. Every POST carries
+a per-session CSRF token, checked before anything else. Payloads and Kartra answers are
+shown through Jinja's autoescaping, and a Content-Security-Policy without scripts backs
+that up.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 
 from relay.admin import charts
 from relay.admin.operations import ReplayError, accounts_overview, replay, replay_many
+from relay.ingest.limits import retry_after, signin_wait, with_retry_after
 from relay.store import maintenance, queue, search, timeline
 from relay.store.tables import utcnow
 
@@ -126,12 +129,17 @@ def _headers(response):
 def login():
     error = None
     if request.method == "POST":
+        wait = signin_wait()
+        if wait:
+            error = f"Too many failed sign-ins: try again in {retry_after(wait)} s."
+            return with_retry_after((render_template("admin/login.html", error=error), 429), wait)
         expected = _relay().config.admin_token.encode()
         if hmac.compare_digest(request.form.get("token", "").strip().encode(), expected):
             session.clear()
             session.permanent = True
             session["admin"] = True
             return redirect(_safe_next(request.args.get("next")))
+        signin_wait(failed=True)
         error = "That is not the admin token."
     return render_template("admin/login.html", error=error), 401 if error else 200
 

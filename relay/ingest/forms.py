@@ -10,7 +10,7 @@ enforces it on its own share of the traffic, which still bounds a flood.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections.abc import Hashable
 from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request
@@ -21,11 +21,11 @@ WINDOW = 60.0
 MAX_ADDRESSES = 100_000
 
 
-def client_address(request: Request, form: Form) -> str:
+def client_address(request: Request, trust_forwarded_for: bool) -> str:
     """The poster's address. Behind a proxy you trust (Heroku's router), the last
     `X-Forwarded-For` entry is the one that proxy appended: the earlier ones are
     whatever the client claimed, so they are never used."""
-    if form.trust_forwarded_for:
+    if trust_forwarded_for:
         forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",")]
         if forwarded[-1]:
             return forwarded[-1]
@@ -33,29 +33,41 @@ def client_address(request: Request, form: Form) -> str:
 
 
 class RateLimit:
-    """At most `limit` posts per `WINDOW` seconds per (route, address); the clock is passed in."""
+    """At most about `limit` hits per `window` seconds per key; the clock is passed in.
 
-    def __init__(self) -> None:
-        self._hits: dict[tuple[str, str], deque[float]] = {}
+    A sliding window estimated from two counters per key (this window's hits and the
+    last one's, weighted by how much of it still overlaps): constant memory per key,
+    however high the limit, and at most MAX_ADDRESSES keys.
+    """
+
+    def __init__(self, window: float = WINDOW) -> None:
+        self.window = window
+        self._hits: dict[Hashable, tuple[int, int, int]] = {}  # key: (window, last's, this)
         self._lock = threading.Lock()
 
-    def allow(self, route: str, address: str, limit: int, now: float) -> bool:
+    def wait(self, key: Hashable, limit: int, now: float, *, count: bool = True) -> float:
+        """0 when one more hit fits (and, with `count`, counts it); else the seconds
+        until one would."""
+        index, into = divmod(now, self.window)
+        index = int(index)
         with self._lock:
             if len(self._hits) >= MAX_ADDRESSES:
-                self._forget(now)
-            hits = self._hits.setdefault((route, address), deque())
-            while hits and hits[0] <= now - WINDOW:
-                hits.popleft()
-            if len(hits) >= limit:
-                return False
-            hits.append(now)
-            return True
+                self._forget(index)
+            slot, previous, current = self._hits.get(key, (index, 0, 0))
+            if slot < index:
+                previous, current = (current if slot == index - 1 else 0), 0
+            if previous * (1 - into / self.window) + current < limit:
+                if count:
+                    self._hits[key] = (index, previous, current + 1)
+                return 0.0
+        if current >= limit:
+            return self.window - into
+        return max(self.window * (1 - (limit - current) / previous) - into, 0.001)
 
-    def _forget(self, now: float) -> None:
-        """Drop addresses idle for a whole window; if all are busy, start over (fail open
+    def _forget(self, index: int) -> None:
+        """Drop keys idle for a whole window; if all are busy, start over (fail open
         rather than grow without bound)."""
-        idle = [key for key, hits in self._hits.items() if not hits or hits[-1] <= now - WINDOW]
-        for key in idle:
+        for key in [key for key, (slot, _, _) in self._hits.items() if slot < index - 1]:
             del self._hits[key]
         if len(self._hits) >= MAX_ADDRESSES:
             self._hits.clear()

@@ -15,7 +15,8 @@ import time
 from flask import Blueprint, current_app, jsonify, redirect, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.ingest.forms import RateLimit, client_address, cors_headers, foreign_origin
+from relay.ingest.forms import cors_headers, foreign_origin
+from relay.ingest.limits import form_wait, retry_after, with_retry_after
 from relay.ingest.parse import BodyError, header_dict, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
 from relay.ingest.verify.token import without_field
@@ -46,11 +47,11 @@ def receive(route: str):
         log.info("event_refused", route=route, status=403, reason="foreign origin", origin=origin)
         return _refuse(mapping, "posts from this site are not accepted", 403)
     if form is not None and form.rate_limit is not None:
-        address = client_address(request, form)
-        limiter = current_app.extensions.setdefault("relay.rate_limit", RateLimit())
-        if not limiter.allow(route, address, form.rate_limit, _clock()):
+        wait = form_wait(route, form.rate_limit, form.trust_forwarded_for)
+        if wait:
             log.info("event_refused", route=route, status=429, reason="rate limit")
-            return _refuse(mapping, "too many posts from your address; try again in a minute", 429)
+            message = f"too many posts from your address; try again in {retry_after(wait)} s"
+            return with_retry_after(_refuse(mapping, message, 429), wait)
     raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
         verify(mapping.verify, _delivery(raw))
