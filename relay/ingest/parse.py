@@ -100,9 +100,9 @@ def _finite(text: str) -> float:
 
 
 def _check_tree(value: Any) -> None:
-    """At most MAX_DEPTH levels, and only real text: JSON's `"\\ud800"` is valid syntax
-    but a lone surrogate, no character; PostgreSQL refuses to store it and UTF-8 cannot
-    carry it on to Kartra."""
+    """At most MAX_DEPTH levels, and only text every store and Kartra can take: no NUL
+    (PostgreSQL text cannot hold one), no lone surrogate (JSON's `"\\ud800"` is valid
+    syntax but no character, and UTF-8 cannot carry it on to Kartra)."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -119,6 +119,8 @@ def _check_tree(value: Any) -> None:
 
 
 def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise BodyError("body holds a NUL character, which no text field can store")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -196,7 +198,9 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     finally:
         for upload in uploads:
             upload.close()
-    return nest(pairs)
+    form = nest(pairs)
+    _check_tree(form)
+    return form
 
 
 def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -114,22 +114,29 @@ any_content_type = st.sampled_from(
 raw_bodies = st.tuples(any_content_type, st.binary(max_size=200))
 
 
-def _check_plain(value, depth: int = 1) -> None:
-    """What the store keeps: dicts with text keys, lists, and JSON scalars, not too deep."""
+def _check_plain(value, depth: int = 1, *, stored: bool = True) -> None:
+    """Dicts with text keys, lists and JSON scalars, not too deep; `stored`: only text that
+    PostgreSQL can hold and UTF-8 can carry (no NUL, no lone surrogate)."""
     assert depth <= MAX_DEPTH + 1
     if isinstance(value, dict):
         for key, item in value.items():
             assert isinstance(key, str)
-            key.encode("utf-8")  # real text, no lone surrogate
-            _check_plain(item, depth + 1)
+            _check_text(key, stored)
+            _check_plain(item, depth + 1, stored=stored)
     elif isinstance(value, list):
         for item in value:
-            _check_plain(item, depth + 1)
+            _check_plain(item, depth + 1, stored=stored)
     else:
         assert value is None or isinstance(value, str | int | float | bool)
         assert not isinstance(value, float) or math.isfinite(value), value
         if isinstance(value, str):
-            value.encode("utf-8")  # real text, no lone surrogate
+            _check_text(value, stored)
+
+
+def _check_text(text: str, stored: bool) -> None:
+    if stored:
+        text.encode("utf-8")
+        assert "\x00" not in text
 
 
 def _parses_or_refuses(content_type: str | None, raw: bytes) -> None:
@@ -149,6 +156,7 @@ def _parses_or_refuses(content_type: str | None, raw: bytes) -> None:
 @example(("application/json", b'{"amount": NaN}'))
 @example(("application/json", b'{"a": [Infinity, -Infinity, 1e400]}'))
 @example(("application/json", b'{"name": "\\ud800", "\\udfff": 1}'))
+@example(("application/json", b'{"email": "a\\u0000@b.co"}'))
 def test_json_bodies(case):
     _parses_or_refuses(*case)
 
@@ -181,4 +189,4 @@ def test_nest_keeps_every_key_a_string_and_never_crashes(pairs):
     except BodyError as exc:
         assert exc.status == 400
         return
-    _check_plain(body)
+    _check_plain(body, stored=False)

@@ -49,6 +49,14 @@ def test_json_in_another_charset():
         ("application/json", b'{"name": "\\ud800"}', 400, "lone surrogate (\\ud800)"),
         ("application/json", b'{"\\udfff": 1}', 400, "lone surrogate (\\udfff)"),
         ("application/x-www-form-urlencoded; charset=utf-7", b"a=%2B2AA-", 400, "surrogate"),
+        ("application/json", b'{"email": "a\\u0000@b.co"}', 400, "NUL character"),
+        ("application/x-www-form-urlencoded", b"email=a%00%40b.co", 400, "NUL character"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\x00c\r\n--x--\r\n',
+            400,
+            "NUL character",
+        ),
     ],
 )
 def test_unreadable_bodies_are_named(content_type, body, status, words):

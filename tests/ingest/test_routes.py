@@ -142,6 +142,12 @@ def test_browser_form_posts_are_redirected_to_the_thank_you_page(client, engine)
             400,
             "lone surrogate",
         ),
+        (
+            "/hooks/shop",
+            {"data": b'{"id": 1, "email": "a\\u0000@b.co"}', "content_type": "application/json"},
+            400,
+            "NUL character",
+        ),
     ],
 )
 def test_refusals_store_nothing_and_name_the_problem(client, engine, path, kwargs, status, words):
