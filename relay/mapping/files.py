@@ -59,6 +59,18 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _python_tag(_loader: _Loader, suffix: str, node: yaml.Node) -> None:
+    raise yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"!!python/{suffix} is not allowed: a mapping file holds plain data, no Python objects",
+        node.start_mark,
+    )
+
+
+_Loader.add_multi_constructor("tag:yaml.org,2002:python/", _python_tag)
+
+
 def read_yaml(path: Path) -> Any:
     """The document in `path` as plain Python data; raise FileProblem if it cannot be."""
     try:
