@@ -5,7 +5,8 @@ template source, so a form field holding `{{ 7*7 }}` stays that text. The
 environment is `ImmutableSandboxedEnvironment` (no attribute games like `__class__`,
 no mutating the payload) with `StrictUndefined` (a missing field is an error, not a
 silent empty string), no loader (no files) and no globals: a template sees `body`,
-`headers`, `query` and `route`, and nothing else.
+`headers`, `query` and `route`, and nothing else. `*` and `**` refuse to build values
+beyond MAX_PRODUCT items or MAX_POWER_BITS bits.
 
 Every exception raised while evaluating user code becomes a `RenderError`; that is
 the one place where catching `Exception` is right, because a template can raise
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -27,6 +29,8 @@ from relay.mapping.errors import RenderError
 from relay.mapping.filters import FILTERS, make_lookup
 
 JINJA_MARKERS = ("{{", "{%", "{#")
+MAX_PRODUCT = 100_000
+MAX_POWER_BITS = 4096
 _FILE_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 
 
@@ -65,12 +69,41 @@ class Condition:
         return _guarded(lambda ctx: bool(self.evaluate(ctx)), context)
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """Arithmetic that cannot build a giant value: `'x' * body.n` or `body.a ** body.b`
+    with numbers from a payload would otherwise take the process's memory or CPU."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and _repeats(left, right) > MAX_PRODUCT:
+            raise SecurityError(f"repetition longer than {MAX_PRODUCT} refused")
+        if operator == "**" and _power_bits(left, right) > MAX_POWER_BITS:
+            raise SecurityError(f"power larger than {MAX_POWER_BITS} bits refused")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeats(left: Any, right: Any) -> int:
+    """The length `left * right` would have when it repeats a text or a list, else 0."""
+    for sequence, times in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(times, int):
+            return len(sequence) * times
+    return 0
+
+
+def _power_bits(base: Any, exponent: Any) -> int:
+    """About how many bits an integer `base ** exponent` would take, else 0."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
+        return exponent * abs(base).bit_length()
+    return 0
+
+
 class Sandbox:
     """The compiler for one mapping file; its `lookup` filter sees that file's tables only."""
 
     def __init__(self, tables: Mapping[str, Mapping[str, Any]]):
         self.tables = frozenset(tables)
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = _Environment(
             undefined=StrictUndefined,
             autoescape=False,
             finalize=_finalize,
