@@ -588,10 +588,22 @@ def test_a_content_type_of_500_characters_is_not_a_500(stack):
     delivered(stack, answer)
 
 
-def test_nul_characters_in_values_are_stored_and_sent_as_data(stack):
-    answer = stack.post(
-        "/hooks/probe?a=%00b",
-        json={"email": "nul@example.com", "first_name": "a\u0000b", "notes": "\u0000"},
-    )
-    params = delivered(stack, answer)
-    assert params["lead"]["first_name"] == "a\u0000b"
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"json": {"email": "nul@example.com", "first_name": "a\u0000b"}},
+        {"data": {"email": "nul\x00@example.com"}},
+    ],
+    ids=["json", "form"],
+)
+def test_nul_characters_in_the_body_are_refused(stack, sent):
+    with nothing_kept(stack):
+        answer = stack.post("/hooks/probe", **sent)
+        assert answer.status_code == 400
+        assert error_of(answer) == "body holds a NUL character, which no text field can store"
+
+
+def test_a_nul_character_in_the_query_is_kept_as_data(stack):
+    answer = stack.post("/hooks/probe?a=%00b", json={"email": "nul-query@example.com"})
+    delivered(stack, answer)
+    assert stack.relay.event(answer.json()["event_id"])["query"] == {"a": "\u0000b"}
