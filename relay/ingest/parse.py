@@ -198,6 +198,8 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     finally:
         for upload in uploads:
             upload.close()
+    if any(name is None for name, _ in pairs):
+        raise BodyError("invalid multipart body: a part's Content-Disposition has no name")
     form = nest(pairs)
     _check_tree(form)
     return form

@@ -57,6 +57,12 @@ def test_json_in_another_charset():
             400,
             "NUL character",
         ),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="a\\"\r\n\r\nv\r\n--x--\r\n',
+            400,
+            "has no name",
+        ),
     ],
 )
 def test_unreadable_bodies_are_named(content_type, body, status, words):
