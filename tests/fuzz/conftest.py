@@ -22,7 +22,7 @@ _COMMON = {
     "print_blob": True,
 }
 settings.register_profile("test", max_examples=100, derandomize=True, **_COMMON)
-settings.register_profile("fuzz", max_examples=10_000, **_COMMON)
+settings.register_profile("fuzz", max_examples=2_000, **_COMMON)
 settings.load_profile(PROFILE)
 
 EXAMPLES: Counter[str] = Counter()
@@ -50,13 +50,17 @@ def pytest_runtest_call(item):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not EXAMPLES:
+    failed = {
+        report.nodeid
+        for report in terminalreporter.stats.get("failed", [])
+        if report.nodeid.startswith("tests/fuzz/")
+    }
+    if not EXAMPLES and not failed:
         return
-    failed = {report.nodeid for report in terminalreporter.stats.get("failed", [])}
     write = terminalreporter.write_line
     terminalreporter.section(f"fuzz summary (profile {PROFILE})")
-    for nodeid, count in sorted(EXAMPLES.items()):
+    for nodeid in sorted(set(EXAMPLES) | failed):
         outcome = "FAILED" if nodeid in failed else "ok"
-        write(f"{count:>8} examples  {outcome:<6}  {nodeid}")
-    failures = len(failed & set(EXAMPLES))
-    write(f"{sum(EXAMPLES.values()):>8} examples in {len(EXAMPLES)} fuzz tests, {failures} failed")
+        write(f"{EXAMPLES[nodeid]:>8} examples  {outcome:<6}  {nodeid}")
+    total = sum(EXAMPLES.values())
+    write(f"{total:>8} examples in {len(set(EXAMPLES) | failed)} fuzz tests, {len(failed)} failed")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -88,9 +88,12 @@ def test_operation_answers_as_documented(app, method, path, name):
     operation = schema[path][method]
     excluded = [positive_data_acceptance] if name in EITHER_OR else []
 
-    @settings(max_examples=budget(0.1))
+    @settings(max_examples=budget(0.05))
     @given(case=_strategies(operation, app))
     def run(case):
+        # requests leaves out a query parameter whose value is None, so such a case
+        # would not send the request it describes.
+        assume(None not in (case.query or {}).values())
         case.call_and_validate(headers=AUTH, excluded_checks=excluded)
 
     run()
