@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test lint format check clean
+.PHONY: run test lint format check fuzz clean
 
 # `make run` reads settings from .env when there is one (see .env.example).
 ifneq (,$(wildcard .env))
@@ -43,5 +43,11 @@ format: $(DEV)
 check: $(RUNTIME)
 	$(BIN)/python -m relay check
 
+# A longer fuzzing campaign than `make test` runs (about 6 minutes): HYPOTHESIS_PROFILE=fuzz
+# tries many more random examples per fuzzer and ends with a summary; a failing example
+# is saved in .hypothesis/ and tried first next time.
+fuzz: $(DEV)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/fuzz -q
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
