@@ -6,6 +6,7 @@ timeout long enough for the dispatcher and the web threads to take turns).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -75,12 +76,17 @@ def schema_is_current(engine: Engine) -> bool:
 def upsert(conn, table: Table, values: dict) -> None:
     """Insert a row, or update it when its primary key exists: atomic on both engines,
     so two workers learning the same thing at once cannot collide."""
-    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(values)), values)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]):
+    """Built once per table and set of columns: building it is most of an upsert's cost
+    (the ingest path runs one per event that teaches an identity)."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     keys = [c.name for c in table.primary_key]
-    statement = insert(table).values(**values)
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={k: statement.excluded[k] for k in values if k not in keys},
-        )
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={k: statement.excluded[k] for k in columns if k not in keys},
     )
