@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test lint format check fuzz clean
+.PHONY: run test lint format check bench fuzz clean
 
 # `make run` reads settings from .env when there is one (see .env.example).
 ifneq (,$(wildcard .env))
@@ -42,6 +42,10 @@ format: $(DEV)
 
 check: $(RUNTIME)
 	$(BIN)/python -m relay check
+
+# The benchmark suite (issue 5): about 8 minutes; writes bench/RESULTS.md and results.png.
+bench: $(DEV)
+	$(BIN)/python -m bench.run
 
 # A longer fuzzing campaign than `make test` runs (about 6 minutes): HYPOTHESIS_PROFILE=fuzz
 # tries many more random examples per fuzzer and ends with a summary; a failing example

@@ -52,7 +52,7 @@ def corpus() -> list[tuple[str, dict]]:
     return events
 
 
-def main() -> None:
+def measure() -> dict:
     logs.configure("error")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     mappings = {
@@ -119,12 +119,22 @@ def main() -> None:
         server.shutdown()
         server.server_close()
         engine.dispose()
-    events = len(rendered)
-    print(f"{'events (fixtures x2)':28} {events}")
-    print(f"{'events with deliveries':28} {queued}")
-    print(f"{'Kartra calls, relay':28} {calls}  ({calls / queued:.2f} per delivered event)")
-    print(f"{'Kartra calls, naive':28} {naive}  ({naive / queued:.2f} per delivered event)")
-    print(f"{'relay / naive':28} {calls / naive:.2f}")
+    return {"events": len(rendered), "delivered": queued, "calls": calls, "naive": naive}
+
+
+def main() -> None:
+    r = measure()
+    print(f"{'events (fixtures x2)':28} {r['events']}")
+    print(f"{'events with deliveries':28} {r['delivered']}")
+    print(
+        f"{'Kartra calls, relay':28} {r['calls']}  "
+        f"({r['calls'] / r['delivered']:.2f} per delivered event)"
+    )
+    print(
+        f"{'Kartra calls, naive':28} {r['naive']}  "
+        f"({r['naive'] / r['delivered']:.2f} per delivered event)"
+    )
+    print(f"{'relay / naive':28} {r['calls'] / r['naive']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,293 @@
+"""Ingest throughput: the relay under gunicorn against a bare Flask app under the same
+gunicorn settings, both loaded by wrk from another process on 127.0.0.1.
+
+The event is a 1.5 KB Stripe `checkout.session.completed`, signed the way Stripe signs
+(`Stripe-Signature: t=...,v1=HMAC-SHA256(secret, "t.body")`), posted to a route whose
+mapping verifies it, maps it (tag, list, remember the customer) and stores the event
+with its delivery plan before answering. Every request carries a new event id (a
+repeated id would be answered as a duplicate without storing anything), so wrk cycles
+through a file of requests signed beforehand, more than a run can send.
+
+Two loads per server: as fast as 32 connections go (accepted events/s, p50/p99), then
+about half that rate (wrk's per-connection `delay()`, 32 connections), for p99 at a
+rate the server keeps up with.
+
+    .venv/bin/python -m bench.ingest [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench.memory import peak_rss_mb
+from bench.stack import ROOT, Stack, free_port, wait_http
+from tests.postgres import Cluster
+
+SECRET = "whsec_bench_0123456789abcdef"
+CONNECTIONS = 32
+MAPPING = (ROOT / "mappings" / "examples" / "stripe.yaml").read_text()
+
+LUA = """
+local requests, n, pause = {}, 0, 0
+function init(args)
+  for line in io.lines(args[1]) do
+    local signature, body = line:match("^([^\\t]*)\\t(.*)$")
+    requests[#requests + 1] = wrk.format("POST", nil, {
+      ["Content-Type"] = "application/json; charset=utf-8",
+      ["Stripe-Signature"] = signature,
+    }, body)
+  end
+  pause = tonumber(args[2])
+  if pause > 0 then
+    delay = function() return math.random(0, 2 * pause) end
+  end
+end
+function request()
+  n = n + 1
+  return requests[(n - 1) % #requests + 1]
+end
+"""
+
+
+def event_body(tag: str, n: int) -> bytes:
+    """A Stripe checkout.session.completed of about 1.5 KB, unique by `tag` and `n`."""
+    event = {
+        "id": f"evt_{tag}{n:08d}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": 1767225598,
+        "data": {
+            "object": {
+                "id": f"cs_test_{tag}{n:08d}a1B2c3D4e5F6g7H8i9J0kLmNoPqRsTuVwXyZ",
+                "object": "checkout.session",
+                "amount_subtotal": 4900,
+                "amount_total": 4900,
+                "automatic_tax": {"enabled": False, "liability": None, "status": None},
+                "billing_address_collection": "auto",
+                "cancel_url": "https://shop.example.com/cancel",
+                "client_reference_id": "kartra-lead-optin-77",
+                "created": 1767225478,
+                "currency": "usd",
+                "customer": f"cus_{tag}{n:08d}",
+                "customer_creation": "if_required",
+                "customer_details": {
+                    "address": {
+                        "city": "San Francisco",
+                        "country": "US",
+                        "line1": "123 Market St",
+                        "line2": None,
+                        "postal_code": "94105",
+                        "state": "CA",
+                    },
+                    "email": f"buyer{n}.{tag}@example.com",
+                    "name": "Jane Doe",
+                    "phone": "+15555550123",
+                    "tax_exempt": "none",
+                    "tax_ids": [],
+                },
+                "expires_at": 1767311878,
+                "livemode": False,
+                "metadata": {"product_sku": "COURSE-101", "kartra_tag": "Bought Course 101"},
+                "mode": "payment",
+                "payment_intent": f"pi_3Q{tag}{n:08d}",
+                "payment_link": "plink_1QFixtureCourse101",
+                "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+                "payment_method_types": ["card"],
+                "payment_status": "paid",
+                "phone_number_collection": {"enabled": True},
+                "status": "complete",
+                "success_url": "https://shop.example.com/thanks",
+                "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+                "ui_mode": "hosted",
+            }
+        },
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "checkout.session.completed",
+    }
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def stripe_signature(body: bytes, timestamp: int, secret: str = SECRET) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def write_requests(path: Path, tag: str, count: int) -> Path:
+    """`count` signed events, one `signature<TAB>body` line each, for wrk's script."""
+    timestamp = int(time.time())
+    with path.open("wb") as out:
+        for n in range(count):
+            body = event_body(tag, n)
+            out.write(stripe_signature(body, timestamp).encode() + b"\t" + body + b"\n")
+    return path
+
+
+def ensure_wrk() -> str:
+    """wrk from Debian, installed when missing (as .ci/run installs PostgreSQL)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+        check=True,
+        timeout=300,
+        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    return shutil.which("wrk") or "wrk"
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, requests_file: Path, seconds: float, pause_ms: float, work: Path) -> dict:
+    script = work / "signed.lua"
+    script.write_text(LUA)
+    command = [
+        ensure_wrk(),
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{int(seconds)}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        "--",
+        str(requests_file),
+        str(pause_ms),
+    ]
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    sent = re.search(r"(\d+) requests in ([\d.]+\w+),", out)
+    requests, elapsed = int(sent.group(1)), _ms(sent.group(2)) / 1000
+    refused = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    return {
+        "requests": requests,
+        "refused": int(refused.group(1)) if refused else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "rate": (requests - (int(refused.group(1)) if refused else 0)) / elapsed,
+        "p50": _ms(percentiles["50"]),
+        "p99": _ms(percentiles["99"]),
+        "command": " ".join(command[:10] + ["URL", "--", "REQUESTS", str(pause_ms)]),
+    }
+
+
+def load(url: str, tag: str, seconds: float, work: Path, *, half: bool) -> dict:
+    """Full speed for `seconds` (after a 2 s warm-up), then about half that rate."""
+    capacity = int(seconds * 9000)
+    wrk(url, write_requests(work / "warm.txt", tag + "w", 20000), 2, 0, work)
+    full = wrk(url, write_requests(work / "full.txt", tag + "f", capacity), seconds, 0, work)
+    if full["requests"] > capacity:
+        raise SystemExit(f"{tag}: wrk sent more requests than it had signed ({capacity})")
+    result = {"full": full}
+    if half:
+        target = full["rate"] / 2
+        pause = CONNECTIONS / target * 1000
+        requests_file = write_requests(work / "half.txt", tag + "h", int(seconds * 5000))
+        result["half"] = {**wrk(url, requests_file, seconds, pause, work), "target": target}
+    return result
+
+
+def bare(seconds: float, work: Path) -> dict:
+    """The bare Flask app, served by gunicorn with the relay's gunicorn.conf.py."""
+    port = free_port()
+    log = (work / "bare.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "bench.bare:app"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                wait_http_post(base + "/hooks/bare")
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise SystemExit("bare Flask did not come up") from None
+                time.sleep(0.1)
+        result = load(base + "/hooks/stripe", "bare", seconds, work, half=False)
+        result["rss_mb"] = peak_rss_mb(process.pid)
+        return result
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def wait_http_post(url: str) -> None:
+    requests.post(url, json={"id": "ping"}, timeout=1).raise_for_status()
+
+
+def relay(database_url: str, tag: str, seconds: float, work: Path) -> dict:
+    mappings = work / f"mappings-{tag}"
+    mappings.mkdir()
+    (mappings / "stripe.yaml").write_text(MAPPING)
+    env = {"MAPPINGS_DIR": str(mappings), "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "info"}
+    with Stack(database_url, work, **env) as s:
+        web = s.web(2)
+        wait_http(s.web_url + "/readyz")
+        result = load(s.web_url + "/hooks/stripe", tag, seconds, work, half=True)
+        result["rss_mb"] = peak_rss_mb(web.pid)
+    return result
+
+
+def measure(seconds: float = 10.0) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="relay-ingest-"))
+    cluster = Cluster().start()
+    try:
+        results = {"bare": bare(seconds, work)}
+        results["sqlite"] = relay(f"sqlite:///{work}/ingest.db", "sqlite", seconds, work)
+        results["postgresql"] = relay(cluster.new_database(), "pg", seconds, work)
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    options = parser.parse_args()
+    results = measure(options.seconds)
+    bare_rate = results["bare"]["full"]["rate"]
+    print(f"{'server':12} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}  half rate")
+    for name, result in results.items():
+        full, half = result["full"], result.get("half")
+        at_half = f"{half['rate']:.0f}/s p99 {half['p99']:.2f} ms" if half else ""
+        print(
+            f"{name:12} {full['rate']:9.0f} {full['p50']:7.2f} {full['p99']:7.2f} "
+            f"{full['rate'] / bare_rate:8.2f}  {at_half}"
+        )
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Helpers the dispatch and backlog benchmarks share: filling a queue fast, posting at
+a fixed rate, reading a process's CPU time, and rates from the fake Kartra's call log."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from sqlalchemy import text
+
+from bench.stack import ROOT
+from relay.mapping import load_mapping
+from relay.store import connect
+from relay.store.events import NewEvent, store_events
+
+DEMO = ROOT / "mappings" / "demo-form.yaml"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fill_queue(database_url: str, count: int, tag: str, leads: int | None = None) -> None:
+    """`count` demo-form events, rendered by the demo-form mapping and stored with their
+    deliveries in transactions of 100, as the ingest path stores them (only faster: no
+    HTTP), then ANALYZE the table, as autovacuum would within a minute: on the
+    statistics of an empty table PostgreSQL plans each claim as a sort of every pending
+    delivery (30-150 ms at 10,000). `leads` bounds how many distinct leads they are for
+    (two events each by default, so per-lead order is exercised)."""
+    mapping = load_mapping(DEMO)
+    leads = leads or max(1, count // 2)
+    engine = connect(database_url)
+    try:
+        batch = []
+        for n in range(count):
+            body = {"email": f"{tag}{n % leads}@example.com", "first_name": f"step-{n // leads}"}
+            payload = {"body": body, "headers": {}, "query": {}, "route": "demo-form"}
+            rendered = mapping.render(payload)
+            batch.append(
+                NewEvent(
+                    route="demo-form",
+                    dedupe_key=f"bench:{tag}:{n}",
+                    content_type="application/x-www-form-urlencoded",
+                    headers={},
+                    query={},
+                    body=repr(body).encode(),
+                    payload=body,
+                    status=rendered.status,
+                    rule=rendered.rule,
+                    reason=rendered.reason,
+                    plans=rendered.plans,
+                )
+            )
+            if len(batch) == 100 or n == count - 1:
+                store_events(engine, batch)
+                batch = []
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE deliveries"))
+    finally:
+        engine.dispose()
+
+
+def paced_posts(url: str, rate: float, seconds: float, tag: str, threads: int = 8) -> list[float]:
+    """POST a demo-form event every 1/`rate` s for `seconds` (each at its scheduled time,
+    from `threads` keep-alive connections); the answer times in ms, in order sent."""
+    local = threading.local()
+    start = time.monotonic() + 0.2
+
+    def post(n: int) -> float:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent = time.perf_counter()
+        session.post(url, data={"email": f"{tag}{n}@example.com"}, timeout=10).raise_for_status()
+        return (time.perf_counter() - sent) * 1000
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(post, range(int(rate * seconds))))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def calls_in(calls: list[dict], start: float, end: float) -> list[dict]:
+    return [c for c in calls if start <= c["time"] < end]
