@@ -59,7 +59,8 @@ class _Socket(socket.socket):
         remaining = self.deadline - now
         if remaining <= 0:
             raise SlowClient(self.read_timeout)
-        self.settimeout(remaining)
+        current = self.gettimeout()  # gunicorn's own bound (a 2 s linger at close) stays
+        self.settimeout(remaining if current is None else min(current, remaining))
         try:
             return super().recv(bufsize, flags)
         except TimeoutError:
