@@ -184,7 +184,7 @@ def wrk(url: str, requests_file: Path, seconds: float, pause_ms: float, work: Pa
     requests, elapsed = int(sent.group(1)), _ms(sent.group(2)) / 1000
     refused = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     return {
         "requests": requests,
         "refused": int(refused.group(1)) if refused else 0,

@@ -221,7 +221,7 @@ def _command(*args: str) -> str:
         return "unknown"
 
 
-def machine() -> list[str]:
+def machine(commit: str, load_start: float) -> list[str]:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -244,12 +244,15 @@ def machine() -> list[str]:
         f"{_command(_bin('postgres'), '--version')}",
         f"- gunicorn {version('gunicorn')} (gthread), Flask {version('flask')}, "
         f"SQLAlchemy {version('sqlalchemy')}, psycopg {version('psycopg')}, "
-        f"{_command(ingest.ensure_wrk(), '-v')}",
-        f"- commit {_command('git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD')}",
+        + " ".join(_command(ingest.ensure_wrk(), "-v").split()[:2]),
+        f"- commit {commit}",
+        f"- load average (1 min) {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at "
+        "the end: the machine is shared, and other processes running at the same time "
+        "take CPU from the relay and its baselines alike",
     ]
 
 
-def report(r: dict, table_rows: list[Row], started: datetime, seconds: float) -> str:
+def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **run) -> str:
     ing = r["ingest"]
     command = ing["postgresql"]["full"]["command"]
     half = ing["postgresql"]["half"]["command"]
@@ -263,7 +266,7 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float) ->
             "",
             "## Machine and versions",
             "",
-            *machine(),
+            *machine(**run),
             "",
             "## Results",
             "",
@@ -317,6 +320,10 @@ def main() -> None:
     parser.add_argument("--backlog-window", type=float, default=60.0)
     options = parser.parse_args()
     started, clock = datetime.now(UTC), time.monotonic()
+    run = {
+        "commit": _command("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"),
+        "load_start": os.getloadavg()[0],
+    }
     results: dict = {"idle_events": options.idle_events}
     parts = [
         ("ingest", lambda: ingest.measure(options.ingest_seconds)),
@@ -332,7 +339,7 @@ def main() -> None:
     table_rows = rows(results)
     print(console(table_rows))
     chart(results)
-    RESULTS.write_text(report(results, table_rows, started, seconds))
+    RESULTS.write_text(report(results, table_rows, started, seconds, **run))
     print(f"written: {RESULTS.relative_to(ROOT)}, {CHART.relative_to(ROOT)} ({seconds:.0f} s)")
     if any(row.passed is False for row in table_rows):
         sys.exit(1)
