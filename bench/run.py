@@ -332,9 +332,9 @@ def main() -> None:
         ("idle", lambda: idle.run(options.idle_events)),
         ("backlog", lambda: backlog.measure(options.backlog, options.backlog_window)),
     ]
-    for name, run in parts:
+    for name, measure in parts:
         print(f"[{time.monotonic() - clock:5.0f} s] {name}...", flush=True)
-        results[name] = run()
+        results[name] = measure()
     seconds = time.monotonic() - clock
     table_rows = rows(results)
     print(console(table_rows))
