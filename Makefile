@@ -47,7 +47,7 @@ check: $(RUNTIME)
 bench: $(DEV)
 	$(BIN)/python -m bench.run
 
-# A longer fuzzing campaign than `make test` runs (about 6 minutes): HYPOTHESIS_PROFILE=fuzz
+# A longer fuzzing campaign than `make test` runs (about 8 minutes): HYPOTHESIS_PROFILE=fuzz
 # tries many more random examples per fuzzer and ends with a summary; a failing example
 # is saved in .hypothesis/ and tried first next time.
 fuzz: $(DEV)
