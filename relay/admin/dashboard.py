@@ -104,6 +104,9 @@ def _guard():
             abort(400, "the form's CSRF token is missing or out of date: reload the page")
     if request.endpoint != "dashboard.login" and not session.get("admin"):
         return redirect(url_for("dashboard.login", next=request.full_path))
+    values = [*(request.view_args or {}).values(), *request.args.values(), *request.form.values()]
+    if any("\x00" in value for value in values if isinstance(value, str)):
+        abort(400, "NUL characters are not allowed")  # PostgreSQL text cannot hold one
     return None
 
 

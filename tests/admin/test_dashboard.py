@@ -157,3 +157,13 @@ def test_overview_draws_charts_and_sign_out_ends_the_session(signed_in, client, 
     assert signed_in.get("/admin/events/ev_nope").status_code == 404
     signed_in.post("/admin/logout", data={"csrf_token": csrf(page)})
     assert signed_in.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/events?email=a%00", "/admin/events?text=%00", "/admin/events/ev_%00"]
+)
+def test_nul_characters_are_refused_not_a_500(signed_in, client, path):
+    """Like the API's (found there by schemathesis): a 500 on PostgreSQL."""
+    answer = client.get(path)
+    assert answer.status_code == 400
+    assert "NUL characters are not allowed" in answer.get_data(as_text=True)
