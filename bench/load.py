@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from sqlalchemy import text
 
 from bench.stack import ROOT
 from relay.mapping import load_mapping
@@ -28,10 +27,10 @@ def cpu_seconds(pid: int) -> float:
 def fill_queue(database_url: str, count: int, tag: str, leads: int | None = None) -> None:
     """`count` demo-form events, rendered by the demo-form mapping and stored with their
     deliveries in transactions of 100, as the ingest path stores them (only faster: no
-    HTTP), then ANALYZE the table, as autovacuum would within a minute: on the
-    statistics of an empty table PostgreSQL plans each claim as a sort of every pending
-    delivery (30-150 ms at 10,000). `leads` bounds how many distinct leads they are for
-    (two events each by default, so per-lead order is exercised)."""
+    HTTP). The table is left unanalyzed, as a real burst leaves it: the worker
+    refreshes the statistics itself when its claims turn slow. `leads` bounds how many
+    distinct leads they are for (two events each by default, so per-lead order is
+    exercised)."""
     mapping = load_mapping(DEMO)
     leads = leads or max(1, count // 2)
     engine = connect(database_url)
@@ -59,8 +58,6 @@ def fill_queue(database_url: str, count: int, tag: str, leads: int | None = None
             if len(batch) == 100 or n == count - 1:
                 store_events(engine, batch)
                 batch = []
-        with engine.begin() as conn:
-            conn.execute(text("ANALYZE deliveries"))
     finally:
         engine.dispose()
 

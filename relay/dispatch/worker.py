@@ -58,6 +58,11 @@ from relay.store.wakeup import listen
 log = get_logger("relay.dispatch")
 
 KARTRA_CONNECT_TIMEOUT = 3.05
+# A claim takes well under a millisecond on a table whose statistics are current; one
+# this slow means the planner works from stale ones (a burst into an empty queue).
+SLOW_CLAIM = 0.025
+# ANALYZE at most this often (seconds), however slow claims stay for other reasons.
+ANALYZE_EVERY = 60.0
 
 
 def worker_name() -> str:
@@ -98,6 +103,7 @@ class Dispatcher:
         self.lease = timedelta(seconds=config.delivery_lease)
         self.holding: set[int] = set()
         self._holding_lock = threading.Lock()
+        self._analyzed_at = float("-inf")
 
     def run(self) -> None:
         """Deliver until `stop` is set, then finish the calls in flight and give back
@@ -162,11 +168,32 @@ class Dispatcher:
         return len(claimed)
 
     def _claim(self, limit: int) -> list[queue.Claimed]:
+        started = time.monotonic()
         try:
-            return queue.claim(self.engine, self.name, limit=limit, lease=self.lease)
+            claimed = queue.claim(self.engine, self.name, limit=limit, lease=self.lease)
         except Exception:
             log.exception("claim_failed", worker=self.name)
             return []
+        took = time.monotonic() - started
+        if took > SLOW_CLAIM and started - self._analyzed_at >= ANALYZE_EVERY:
+            self._refresh_statistics(took)
+        return claimed
+
+    def _refresh_statistics(self, claim_seconds: float) -> None:
+        """A slow claim most likely ran on statistics from before a burst: refresh
+        them now rather than when autovacuum gets to it (up to a minute later)."""
+        self._analyzed_at = time.monotonic()
+        try:
+            queue.refresh_statistics(self.engine)
+        except Exception:
+            log.exception("analyze_failed", worker=self.name)
+            return
+        log.info(
+            "queue_analyzed",
+            worker=self.name,
+            slow_claim_ms=round(claim_seconds * 1000, 1),
+            took_ms=round((time.monotonic() - self._analyzed_at) * 1000, 1),
+        )
 
     def _process_and_wake(self, delivery: queue.Claimed) -> None:
         try:

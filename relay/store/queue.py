@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, insert, or_, select, update
+from sqlalchemy import Engine, exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import aliased
 
 from relay.store.db import upsert
@@ -99,6 +99,19 @@ def claim(
             )
         ).all()
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Have PostgreSQL's planner statistics for `deliveries` describe the table as it is.
+
+    A burst queued into a table last analyzed while (nearly) empty is planned as if it
+    were still empty: each claim then sorts every pending delivery (30-150 ms at
+    10,000) until autovacuum's ANALYZE, up to a minute later; after it a claim takes
+    0.07 ms. ANALYZE samples at most 30,000 rows, so it stays cheap at any size."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE deliveries"))
 
 
 def finish(

@@ -5,7 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from tenacity import wait_none
 
 from relay.config import Account, Config
@@ -329,3 +329,30 @@ def test_a_reclaimed_delivery_with_points_is_not_sent_blindly(engine, fake, kart
     row = delivery(engine)
     assert row.status == "failed" and "ambiguous" in row.last_error
     assert fake.call_log() == []
+
+
+def test_a_slow_claim_refreshes_the_statistics_at_most_once_a_minute(
+    engine, kartra_url, monkeypatch
+):
+    refreshed = []
+    monkeypatch.setattr("relay.dispatch.worker.SLOW_CLAIM", 0.0)
+    monkeypatch.setattr(queue, "refresh_statistics", refreshed.append)
+    d = dispatcher(engine, config(kartra_url))
+    enqueue(engine)
+    d.run_once()
+    d.run_once()
+    assert refreshed == [engine]
+
+
+@pytest.mark.postgresql_only
+def test_refreshing_the_statistics_lets_the_planner_see_a_burst(engine):
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE deliveries SET (autovacuum_enabled = false)"))
+    for n in range(50):
+        enqueue(engine, email=f"lead{n}@example.com")
+    count = text("SELECT reltuples FROM pg_class WHERE relname = 'deliveries'")
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar() <= 0
+    queue.refresh_statistics(engine)
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar() == 50
