@@ -372,8 +372,7 @@ class Sending:
     def _finish(
         self, status: str, error: str | None, *, next_attempt_at=None, count_attempt: bool = True
     ) -> None:
-        if self.email and self.lead_id != self.lead_id_before:
-            queue.remember_lead(self.d.engine, self.delivery.account, self.email, self.lead_id)
+        learned = self.email and self.lead_id != self.lead_id_before
         queue.finish(
             self.d.engine,
             self.delivery,
@@ -384,6 +383,7 @@ class Sending:
             error=error,
             next_attempt_at=next_attempt_at,
             count_attempt=count_attempt,
+            remember_email=self.email if learned else None,
         )
         log.info(
             "delivery_" + ("retry" if status == "pending" else status),

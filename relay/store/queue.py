@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from relay.store.db import upsert
@@ -125,9 +136,11 @@ def finish(
     error: str | None = None,
     next_attempt_at: datetime | None = None,
     count_attempt: bool = True,
+    remember_email: str | None = None,
 ) -> None:
     """Record the calls made for a claimed delivery and its new state, then roll the
-    event's status up, all in one transaction."""
+    event's status up, all in one transaction; with `remember_email`, the transaction
+    also remembers `lead_id` as that email's Kartra lead id (or forgets it, when None)."""
     now = utcnow()
     number = delivery.attempts + 1 if count_attempt else delivery.attempts
     with engine.begin() as conn:
@@ -165,22 +178,43 @@ def finish(
                     for r in records
                 ],
             )
-        _roll_up(conn, delivery.event_id)
+        if remember_email:
+            _remember_lead(conn, delivery.account, remember_email, lead_id)
+        conn.execute(_ROLL_UP, {"event_id": delivery.event_id})
 
 
-def _roll_up(conn, event_id: str) -> None:
-    """An event's status is the least finished of its deliveries' statuses."""
-    statuses = set(
-        conn.execute(select(deliveries.c.status).where(deliveries.c.event_id == event_id)).scalars()
-    )
-    for status in ("pending", "dead", "failed", "dry_run", "delivered"):
-        if status in statuses:
-            conn.execute(
-                update(events)
-                .where(events.c.id == event_id)
-                .values(status="queued" if status == "pending" else status)
+# From the least finished to the most: an event's status is the least finished of its
+# deliveries' statuses (pending shows as `queued`).
+_ROLL_UP_ORDER = {
+    "pending": "queued",
+    "dead": "dead",
+    "failed": "failed",
+    "dry_run": "dry_run",
+    "delivered": "delivered",
+}
+_least_finished = (
+    select(
+        func.min(
+            case(
+                {status: rank for rank, status in enumerate(_ROLL_UP_ORDER)},
+                value=deliveries.c.status,
             )
-            return
+        )
+    )
+    .where(deliveries.c.event_id == bindparam("event_id"))
+    .scalar_subquery()
+)
+_ROLL_UP = (
+    update(events)
+    .where(events.c.id == bindparam("event_id"))
+    .values(
+        status=case(
+            {rank: shown for rank, shown in enumerate(_ROLL_UP_ORDER.values())},
+            value=_least_finished,
+            else_=events.c.status,
+        )
+    )
+)
 
 
 def release(engine: Engine, worker: str) -> int:
@@ -230,21 +264,25 @@ def known_lead_id(engine: Engine, account: str, email: str) -> str | None:
 
 def remember_lead(engine: Engine, account: str, email: str, kartra_id: str | None) -> None:
     """Remember (or forget, with `kartra_id=None`) the Kartra lead id of an email."""
-    email = email.strip().lower()
     with engine.begin() as conn:
-        if kartra_id:
-            upsert(
-                conn,
-                leads,
-                {
-                    "account": account,
-                    "email": email,
-                    "kartra_id": str(kartra_id),
-                    "updated_at": utcnow(),
-                },
-            )
-        else:
-            conn.execute(leads.delete().where(leads.c.account == account, leads.c.email == email))
+        _remember_lead(conn, account, email, kartra_id)
+
+
+def _remember_lead(conn, account: str, email: str, kartra_id: str | None) -> None:
+    email = email.strip().lower()
+    if kartra_id:
+        upsert(
+            conn,
+            leads,
+            {
+                "account": account,
+                "email": email,
+                "kartra_id": str(kartra_id),
+                "updated_at": utcnow(),
+            },
+        )
+    else:
+        conn.execute(leads.delete().where(leads.c.account == account, leads.c.email == email))
 
 
 def pause_account(engine: Engine, name: str, reason: str) -> None:
