@@ -259,18 +259,13 @@ class Sending:
         self.delivery = delivery
         self.credentials = credentials
         self.email = (delivery.plan.get("lead") or {}).get("email")
-        self.lead_id_before = delivery.lead_id or self._known_lead_id()
+        self.lead_id_before = delivery.lead_id or delivery.known_lead_id
         self.lead_id = self.lead_id_before
         self.done = list(delivery.done)
         self.calls: list[tuple[KartraCall, bool]] = []
         self.after_ambiguous = delivery.reclaimed or (
             delivery.attempts > 0 and queue.last_call_ambiguous(dispatcher.engine, delivery.id)
         )
-
-    def _known_lead_id(self) -> str | None:
-        if not self.email:
-            return None
-        return queue.known_lead_id(self.d.engine, self.delivery.account, self.email)
 
     def run(self) -> None:
         if self.delivery.reclaimed and self._repeat_unsafe():

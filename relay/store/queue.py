@@ -22,6 +22,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -45,6 +46,8 @@ class Claimed:
     lead_id: str | None
     reclaimed: bool = False
     """Its previous claimer's lease ran out: that worker may have sent it already."""
+    known_lead_id: str | None = None
+    """The Kartra lead id remembered for its lead's email, when it has none of its own."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,32 @@ def claim(
                 deliveries.c.reclaimed,
             )
         ).all()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        known = _known_lead_ids(conn, rows)
+    return sorted(
+        (Claimed(*row, known_lead_id=known.get(_lead_of(row))) for row in rows),
+        key=lambda c: c.id,
+    )
+
+
+def _lead_of(row) -> tuple[str, str] | None:
+    """The (account, email) whose remembered lead id a claimed delivery needs, if any."""
+    email = (row.plan.get("lead") or {}).get("email")
+    if row.lead_id or not email:
+        return None
+    return row.account, email.strip().lower()
+
+
+def _known_lead_ids(conn, rows) -> dict[tuple[str, str], str]:
+    """The remembered lead ids of the claimed deliveries' leads, in one query."""
+    wanted = {lead for lead in map(_lead_of, rows) if lead}
+    if not wanted:
+        return {}
+    found = conn.execute(
+        select(leads.c.account, leads.c.email, leads.c.kartra_id).where(
+            tuple_(leads.c.account, leads.c.email).in_(sorted(wanted))
+        )
+    )
+    return {(account, email): kartra_id for account, email, kartra_id in found}
 
 
 def refresh_statistics(engine: Engine) -> None:

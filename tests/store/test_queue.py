@@ -146,6 +146,13 @@ def test_lead_ids_are_remembered_per_account_and_email(engine):
     assert queue.known_lead_id(engine, "default", "jane@example.com") is None
 
 
+def test_a_claim_brings_the_remembered_lead_id_of_each_lead(engine):
+    queue.remember_lead(engine, "default", "jane@example.com", "77")
+    store_event(engine, new_event(plan(" Jane@Example.com"), plan("joe@example.com")))
+    claimed = queue.claim(engine, "w1", limit=5, lease=timedelta(seconds=30))
+    assert [(c.lead_id, c.known_lead_id) for c in claimed] == [(None, "77"), (None, None)]
+
+
 def test_a_claim_taken_over_after_its_lease_comes_back_reclaimed(engine):
     store_event(engine, new_event(plan()))
     [first] = queue.claim(engine, "dead-worker", limit=1, lease=LEASE)
