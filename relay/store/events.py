@@ -12,6 +12,7 @@ event per transaction, so one bad event never costs the others theirs.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -206,7 +207,7 @@ def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
     now = utcnow()
     rows = [_event_row(new_event_id(), new, now) for new in news]
     with engine.begin() as conn:
-        inserted = set(conn.execute(_insert_events(conn), rows).scalars())
+        inserted = set(conn.execute(_insert_events(conn.dialect.name), rows).scalars())
         results, plans, taught = [], [], []
         for row, new in zip(rows, news, strict=True):
             if row["id"] not in inserted:
@@ -217,7 +218,7 @@ def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
             if new.identity is not None:
                 taught.append((new.route, *new.identity))
         if plans:
-            conn.execute(insert(deliveries), plans)
+            conn.execute(_INSERT_DELIVERIES, plans)
             notify(conn)
         for identity in taught:
             remember(conn, *identity)
@@ -241,11 +242,16 @@ def _event_row(event_id: str, new: NewEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def _insert_events(conn: Connection):
+_INSERT_DELIVERIES = insert(deliveries)
+
+
+@functools.cache
+def _insert_events(dialect: str):
     """INSERT ... ON CONFLICT (route, dedupe_key) DO NOTHING RETURNING id: a duplicate is
     skipped (on PostgreSQL, after the transaction inserting it ends) instead of failing
-    the group; the ids returned are the events stored."""
-    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    the group; the ids returned are the events stored. Built once per dialect: building
+    it and its cache key cost more than executing it on SQLite."""
+    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     return (
         dialect_insert(events)
         .on_conflict_do_nothing(index_elements=["route", "dedupe_key"])

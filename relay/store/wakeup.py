@@ -17,13 +17,14 @@ from sqlalchemy import Connection, Engine, text
 from relay.logs import get_logger
 
 CHANNEL = "relay_deliveries"
+_NOTIFY = text(f"NOTIFY {CHANNEL}")
 log = get_logger("relay.store")
 
 
 def notify(conn: Connection) -> None:
     """Inside the storing transaction: listeners hear it once the deliveries commit."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text(f"NOTIFY {CHANNEL}"))
+        conn.execute(_NOTIFY)
 
 
 def listen(engine: Engine, wake: threading.Event, stop: threading.Event):
