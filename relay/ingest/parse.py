@@ -82,8 +82,22 @@ def _json(raw: bytes, charset: str) -> dict[str, Any]:
         raise BodyError(f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BodyError(f"JSON body must be an object, got {type(value).__name__}")
-    _check_tree(value)
+    if not _plain_json(text):
+        _check_tree(value)
     return value
+
+
+def _plain_json(text: str) -> bool:
+    """Whether `_check_tree` cannot fail on what `text` parses to, known from the text
+    alone (most bodies): fewer brackets than MAX_DEPTH levels, no NUL, no lone surrogate,
+    and no `\\u` escape that could spell either."""
+    if text.count("{") + text.count("[") >= MAX_DEPTH or "\\u" in text or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_constant(name: str) -> float:
