@@ -160,6 +160,23 @@ def refresh_statistics(engine: Engine) -> None:
         conn.execute(text("ANALYZE deliveries"))
 
 
+_FINISH = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_id"))
+    .values(
+        status=bindparam("new_status"),
+        attempts=bindparam("new_attempts"),
+        done=bindparam("new_done", type_=deliveries.c.done.type),
+        lead_id=bindparam("new_lead_id"),
+        last_error=bindparam("new_error"),
+        next_attempt_at=bindparam("new_next_attempt_at", type_=deliveries.c.next_attempt_at.type),
+        claimed_by=None,
+        claimed_until=None,
+        updated_at=_now,
+    )
+)
+
+
 def finish(
     engine: Engine,
     delivery: Claimed,
@@ -180,19 +197,17 @@ def finish(
     number = delivery.attempts + 1 if count_attempt else delivery.attempts
     with engine.begin() as conn:
         conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id == delivery.id)
-            .values(
-                status=status,
-                attempts=number,
-                done=done,
-                lead_id=lead_id,
-                last_error=error,
-                next_attempt_at=next_attempt_at or now,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-            )
+            _FINISH,
+            {
+                "delivery_id": delivery.id,
+                "new_status": status,
+                "new_attempts": number,
+                "new_done": done,
+                "new_lead_id": lead_id,
+                "new_error": error,
+                "new_next_attempt_at": next_attempt_at or now,
+                "now": now,
+            },
         )
         if records:
             conn.execute(
