@@ -134,16 +134,17 @@ def _lead_of(row) -> tuple[str, str] | None:
     return row.account, email.strip().lower()
 
 
+_KNOWN_LEAD_IDS = select(leads.c.account, leads.c.email, leads.c.kartra_id).where(
+    tuple_(leads.c.account, leads.c.email).in_(bindparam("leads", expanding=True))
+)
+
+
 def _known_lead_ids(conn, rows) -> dict[tuple[str, str], str]:
     """The remembered lead ids of the claimed deliveries' leads, in one query."""
     wanted = {lead for lead in map(_lead_of, rows) if lead}
     if not wanted:
         return {}
-    found = conn.execute(
-        select(leads.c.account, leads.c.email, leads.c.kartra_id).where(
-            tuple_(leads.c.account, leads.c.email).in_(sorted(wanted))
-        )
-    )
+    found = conn.execute(_KNOWN_LEAD_IDS, {"leads": sorted(wanted)})
     return {(account, email): kartra_id for account, email, kartra_id in found}
 
 
