@@ -304,15 +304,6 @@ def last_call_ambiguous(engine: Engine, delivery_id: int) -> bool:
         ).scalar()
 
 
-def known_lead_id(engine: Engine, account: str, email: str) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(leads.c.kartra_id).where(
-                leads.c.account == account, leads.c.email == email.strip().lower()
-            )
-        ).scalar()
-
-
 def remember_lead(engine: Engine, account: str, email: str, kartra_id: str | None) -> None:
     """Remember (or forget, with `kartra_id=None`) the Kartra lead id of an email."""
     with engine.begin() as conn:

@@ -15,6 +15,7 @@ from relay.dispatch.worker import Dispatcher
 from relay.kartra.fake import FakeKartra
 from relay.store import NewEvent, queue, store_event
 from relay.store.tables import attempts, deliveries, events, utcnow
+from tests.store.test_queue import known_lead_id
 
 KEY, PASSWORD = "key-unit-SECRET-1", "pw-unit-SECRET-2"
 
@@ -90,7 +91,7 @@ def test_delivers_and_remembers_the_lead_id(engine, fake, kartra_url):
     assert event_status(engine, event_id) == "delivered"
     lead = fake.find_lead("jane@example.com")
     assert lead.tags == {"Customer"}
-    assert queue.known_lead_id(engine, "default", "jane@example.com") == lead.id
+    assert known_lead_id(engine, "default", "jane@example.com") == lead.id
     with engine.connect() as conn:
         [attempt] = conn.execute(select(attempts)).all()
     assert attempt.outcome == "ok" and attempt.http_status == 200
