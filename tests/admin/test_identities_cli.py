@@ -21,14 +21,19 @@ rules:
 """
 
 
-def test_set_an_identity_then_replay_delivers(cli, client, app, mappings_dir, fake):
+def cancellation_of_an_unknown_customer(client, app, mappings_dir):
+    """Serve the cancel route and post a cancellation for cus_7, whom nobody knows yet."""
     (mappings_dir / "cancel.yaml").write_text(CANCEL)
     relay = app.extensions["relay"]
     relay.mappings = load_mappings(mappings_dir)
     answer = client.post(
         "/hooks/cancel", json={"id": "c1", "type": "cancelled", "customer": "cus_7"}
     )
-    event_id = answer.get_json()["event_id"]
+    return relay, answer.get_json()["event_id"]
+
+
+def test_set_an_identity_then_replay_delivers(cli, client, app, mappings_dir, fake):
+    relay, event_id = cancellation_of_an_unknown_customer(client, app, mappings_dir)
     assert "no lead identity for customer cus_7" in cli("show", event_id).output
 
     out = cli("identities", "set", "cancel", "cus_7", " Jane@Example.com ").output
@@ -63,13 +68,7 @@ def test_set_refuses_what_is_not_an_email(cli):
 
 
 def test_set_an_identity_through_the_api_then_replay_delivers(client, app, mappings_dir, fake):
-    (mappings_dir / "cancel.yaml").write_text(CANCEL)
-    relay = app.extensions["relay"]
-    relay.mappings = load_mappings(mappings_dir)
-    answer = client.post(
-        "/hooks/cancel", json={"id": "c1", "type": "cancelled", "customer": "cus_7"}
-    )
-    event_id = answer.get_json()["event_id"]
+    relay, event_id = cancellation_of_an_unknown_customer(client, app, mappings_dir)
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     refused = client.put(
