@@ -62,22 +62,28 @@ def engine(database_url):
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[FakeKartra], str]]:
-    """Start a fake on a free 127.0.0.1 port; every server is shut down and joined after
-    the test (handler threads too, so no socket outlives it)."""
+def wsgi() -> Iterator[Callable]:
+    """Serve a WSGI app on a free 127.0.0.1 port and return its base URL; every server is
+    shut down and joined after the test (handler threads too, so no socket outlives it)."""
     running = []
 
-    def start(fake: FakeKartra) -> str:
-        server = make_server("127.0.0.1", 0, create_app(fake), threaded=True)
+    def start(app) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
         server.daemon_threads = False
         # A short poll interval keeps shutdown (and so each test) fast.
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
         thread.start()
         running.append((server, thread))
-        return f"http://127.0.0.1:{server.server_port}/api"
+        return f"http://127.0.0.1:{server.server_port}"
 
     yield start
     for server, thread in running:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def serve(wsgi) -> Callable[[FakeKartra], str]:
+    """Start a fake Kartra on a free 127.0.0.1 port; returns its API URL."""
+    return lambda fake: wsgi(create_app(fake)) + "/api"

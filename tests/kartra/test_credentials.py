@@ -1,33 +1,10 @@
 """Kartra's key and password go to KARTRA_API_URL and nowhere else, even when it redirects."""
 
-import threading
-from collections.abc import Iterator
-
 import pytest
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from relay.kartra import KartraClient
 from tests.kartra.conftest import API_KEY, API_PASSWORD
-
-
-@pytest.fixture
-def wsgi() -> Iterator:
-    """Serve a WSGI app on a free 127.0.0.1 port; returns its base URL."""
-    running = []
-
-    def start(app) -> str:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-        thread.start()
-        running.append((server, thread))
-        return f"http://127.0.0.1:{server.server_port}"
-
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
