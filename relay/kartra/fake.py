@@ -14,12 +14,12 @@ share of calls the ways a real network does.
 """
 
 import argparse
+import bisect
 import logging
 import random
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -141,7 +141,7 @@ class FakeKartra:
             self.leads: dict[str, FakeLead] = {}
             self.refunded: set[str] = set()
             self.calls: list[dict[str, Any]] = []
-            self._windows: dict[str, deque[float]] = {}
+            self._windows: dict[str, list[float]] = {}
             self._next_id = 1001
 
     def add_lead(self, email: str, **fields: Any) -> FakeLead:
@@ -167,11 +167,12 @@ class FakeKartra:
         jitter = random.uniform(-self.jitter_ms, self.jitter_ms) if self.jitter_ms else 0.0
         return max(0.0, self.latency_ms + jitter) / 1000
 
-    def arrive(self, params: Mapping[str, Any]) -> bool:
-        """Count a request against its App's limit when it arrives, as Kartra does, before
-        any processing time: False means it is to be answered 429."""
+    def arrive(self, params: Mapping[str, Any], at: float | None = None) -> bool:
+        """Count a request against its App's limit at the time it arrived (`at`, else
+        now), as Kartra does, before any processing time: False means it is to be
+        answered 429."""
         with self._lock:
-            return self._admit(str(params.get("app_id", "")))
+            return self._admit(str(params.get("app_id", "")), at)
 
     def handle(
         self,
@@ -205,14 +206,19 @@ class FakeKartra:
             )
             return status, body
 
-    def _admit(self, app_id: str) -> bool:
-        now = self._clock()
-        window = self._windows.setdefault(app_id, deque())
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) >= self.rate_limit:
+    def _admit(self, app_id: str, at: float | None = None) -> bool:
+        """Admitted when fewer than `rate_limit` admitted calls arrived in the second up
+        to `at`. Requests served by different threads take the lock in any order, so
+        arrival times are kept sorted, not appended."""
+        at = self._clock() if at is None else at
+        window = self._windows.setdefault(app_id, [])
+        del window[: bisect.bisect_right(window, at - 2.0)]
+        if (
+            bisect.bisect_right(window, at) - bisect.bisect_right(window, at - 1.0)
+            >= self.rate_limit
+        ):
             return False
-        window.append(now)
+        bisect.insort(window, at)
         return True
 
     def _run(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -500,7 +506,7 @@ def create_app(fake: FakeKartra) -> Flask:
     def api() -> tuple[Response, int]:
         arrived = time.time()
         params = decode(request.get_data())
-        admitted = fake.arrive(params)
+        admitted = fake.arrive(params, at=arrived)
         pause = fake.delay()
         if pause:
             time.sleep(pause)

@@ -194,6 +194,16 @@ def test_rate_limit_is_a_sliding_second_per_app() -> None:
     assert kartra.handle(params)[0] == 200
 
 
+def test_calls_count_when_they_arrived_not_when_a_thread_got_to_them() -> None:
+    kartra = FakeKartra(app_id="app", accounts={"key": "pw"}, rate_limit=2, clock=lambda: 9.0)
+    params = {**AUTH, "actions": []}
+    # arrived at 5.0 and 6.5; one that arrived at 5.2 is decoded last: 2 in (4.2, 5.2]
+    assert kartra.arrive(params, at=5.0) and kartra.arrive(params, at=6.5)
+    assert kartra.arrive(params, at=5.2)
+    assert not kartra.arrive(params, at=5.9)
+    assert kartra.arrive(params, at=6.21)
+
+
 def test_control_endpoints() -> None:
     kartra = FakeKartra(app_id="app", accounts={"key": "pw"}, tags=["T"])
     http = create_app(kartra).test_client()
