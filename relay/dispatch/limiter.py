@@ -1,26 +1,40 @@
-"""The per-App rate limit: calls are paced one `interval` apart, never faster.
+"""The per-App rate limit: never more than the limit in any window, and close to it.
 
-Kartra allows 20 calls per second per App and counts them when they arrive. Pacing
-(one call every 1/20 s, padded by `margin`) keeps any 1-second window at or under the
-limit, and unlike letting 20 calls go in a burst it leaves room for requests that take
-different times to get there. Each caller reserves the next free slot and sleeps until
-it; waiting here never spends a delivery's retries.
+Kartra allows 20 calls per second per App and counts them when they arrive. Two rules
+together keep every 1-second window at or under the limit:
 
-- `RateLimiter` keeps the slot in process memory: the single-process default.
-- `SharedRateLimiter` keeps it in a PostgreSQL row, reserved with one UPDATE whose row
-  lock orders concurrent callers, and times slots by the database server's clock, so
-  every worker process on every machine shares the App's one budget.
+- **pacing**: each caller reserves the next slot, one `interval` (1/20 s padded by
+  `margin`) after the previous one, and sleeps until it; callers spread out instead of
+  going in a burst.
+- **the last calls' times**: a slot says when a call may go, not when it went; a caller
+  that woke late (a busy machine, a slow reservation) would bunch with the calls after
+  it. So when its slot comes, the caller records the moment it goes, and goes only if
+  the `burst` calls before it (20 at 20/s) went at least `span` (1 s plus the margin)
+  ago; otherwise it waits for that. Any `burst + 1` calls are then a span apart.
+
+Waiting here never spends a delivery's retries.
+
+- `RateLimiter` keeps both in process memory: the single-process default.
+- `SharedRateLimiter` keeps them in the App's PostgreSQL row, each step one UPDATE whose
+  row lock orders concurrent callers, timed by the database server's clock, so every
+  worker process on every machine shares the App's one budget.
 
 Clocks and sleep are injectable, so the pacing is tested without waiting.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from sqlalchemy import Engine, text
+
+# 3 % of the limit is left unused: room for calls that take different times to reach
+# Kartra after they go.
+MARGIN = 0.03
 
 
 def pacing_interval(rate: float, margin: float) -> float:
@@ -29,42 +43,91 @@ def pacing_interval(rate: float, margin: float) -> float:
     return (1.0 + margin) / rate
 
 
+def window(rate: float, margin: float) -> tuple[int, float]:
+    """(burst, span): at most `burst` calls in any `span` seconds. 20/s -> 20 in 1.03 s;
+    below one call a second, one call per padded interval."""
+    burst = max(1, math.floor(rate))
+    return burst, burst * pacing_interval(rate, margin)
+
+
 class RateLimiter:
     def __init__(
         self,
         rate: float,
         *,
-        margin: float = 0.05,
+        margin: float = MARGIN,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.interval = pacing_interval(rate, margin)
+        self.burst, self.span = window(rate, margin)
         self.clock = clock
         self.sleep = sleep
         self._next = float("-inf")
+        self._sent: deque[float] = deque(maxlen=self.burst)
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
-        """Block until this caller's slot; returns the seconds waited."""
+        """Block until this caller may send, and count it as sent; returns the seconds
+        waited."""
+        start = self.clock()
+        with self._lock:
+            slot = max(self._next, start)
+            self._next = slot + self.interval
+        if slot > start:
+            self.sleep(slot - start)
+        while (wait := self._go()) > 0:
+            self.sleep(wait)
+        return self.clock() - start
+
+    def _go(self) -> float:
         with self._lock:
             now = self.clock()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
-        wait = slot - now
-        if wait > 0:
-            self.sleep(wait)
-        return wait
+            if len(self._sent) == self.burst:
+                wait = self._sent[0] + self.span - now
+                if wait > 0:
+                    return wait
+            self._sent.append(now)
+            return 0.0
 
 
+# Both statements commit without waiting for the WAL flush (`synchronous_commit` off
+# for their own transaction only): a slot or a call time lost in a database crash
+# costs nothing, while waiting for the disk would delay the call by an uneven few ms.
 _RESERVE = text(
     """
-    WITH now AS (SELECT clock_timestamp() AS t)
+    WITH now AS (SELECT clock_timestamp() AS t,
+                        set_config('synchronous_commit', 'off', true) AS unflushed)
     UPDATE rate_limits
     SET next_at = GREATEST(rate_limits.next_at, now.t) + make_interval(secs => :interval)
     FROM now
     WHERE rate_limits.key = :key
     RETURNING EXTRACT(EPOCH FROM rate_limits.next_at) - :interval AS slot,
               EXTRACT(EPOCH FROM (rate_limits.next_at - now.t)) - :interval AS wait
+    """
+)
+# `sent` holds the epoch times (database clock) of the App's last `burst` calls, oldest
+# first. A caller goes when there are fewer, or the oldest went a span ago, and appends
+# its own time, dropping what falls out of the window; otherwise it learns how long to
+# wait. The SELECT reads the row as it was before the UPDATE: the row that refused.
+_GO = text(
+    """
+    WITH now AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS t,
+                        set_config('synchronous_commit', 'off', true) AS unflushed),
+    went AS (
+        UPDATE rate_limits
+        SET sent = (rate_limits.sent || now.t)[
+            GREATEST(1, cardinality(rate_limits.sent) + 2 - :burst):]
+        FROM now
+        WHERE rate_limits.key = :key
+          AND (cardinality(rate_limits.sent) < :burst
+               OR rate_limits.sent[cardinality(rate_limits.sent) + 1 - :burst] + :span <= now.t)
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT FROM went) AS went,
+           r.sent[cardinality(r.sent) + 1 - :burst] + :span - now.t AS wait
+    FROM rate_limits r, now
+    WHERE r.key = :key
     """
 )
 # Clocks of the database and of this machine that agree this closely are the same
@@ -79,22 +142,35 @@ class SharedRateLimiter:
         key: str,
         rate: float,
         *,
-        margin: float = 0.05,
+        margin: float = MARGIN,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.engine = engine
         self.key = key
         self.interval = pacing_interval(rate, margin)
+        self.burst, self.span = window(rate, margin)
         self.clock = clock
         self.sleep = sleep
 
     def acquire(self) -> float:
-        """Reserve the App's next slot in the database and sleep until it.
+        """Reserve the App's next slot in the database, sleep until it, then go as soon
+        as the App's last calls leave room, counting this one; returns the seconds
+        waited.
 
-        The wait is aimed at the slot's time on this machine's clock, measured after the
-        commit, so how long the reservation took does not shift the call; a clock that
-        disagrees with the database's falls back to the wait the database computed."""
+        The wait for the slot is aimed at its time on this machine's clock, measured
+        after the commit, so how long the reservation took does not shift the call; a
+        clock that disagrees with the database's falls back to the wait the database
+        computed."""
+        started = time.monotonic()
+        wait = self._reserve()
+        if wait > 0:
+            self.sleep(wait)
+        while (wait := self._go()) > 0:
+            self.sleep(wait)
+        return time.monotonic() - started
+
+    def _reserve(self) -> float:
         with self.engine.begin() as conn:
             row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
             if row is None:
@@ -110,9 +186,13 @@ class SharedRateLimiter:
         aimed = float(row.slot) - self.clock()
         if abs(aimed - wait) < CLOCKS_AGREE:
             wait = aimed
-        if wait > 0:
-            self.sleep(wait)
-        return max(wait, 0.0)
+        return wait
+
+    def _go(self) -> float:
+        with self.engine.begin() as conn:
+            row = conn.execute(_GO, {"burst": self.burst, "span": self.span, "key": self.key})
+            went, wait = row.one()
+        return 0.0 if went else max(float(wait or 0), 0.001)
 
 
 def rate_limiter_for(engine: Engine, app_id: str | None, rate: float):

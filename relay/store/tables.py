@@ -5,7 +5,9 @@
 - `attempts`: every Kartra call made (or, in dry-run, that would have been made).
 - `leads`: the Kartra lead id the relay learned for each email, per account.
 - `accounts`: which Kartra accounts are paused by a configuration error.
-- `rate_limits`: the next free call slot per Kartra App, shared by every worker.
+- `rate_limits`: the next free call slot per Kartra App, shared by every worker; on
+  PostgreSQL also `sent`, when the App's last calls went (migration 0004; on SQLite the
+  single process keeps them in memory).
 - `workers`: each dispatcher's last sign of life, for readiness checks.
 - `identities`: the lead email a sender's customer id stands for, per route and account,
   for events that name only the customer id.

@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -37,7 +38,42 @@ def test_never_more_than_the_rate_in_any_second(rate):
     starts = starts_with(limiter, clock, rate * 5)
     assert 0.95 * rate <= max_in_any_window(starts) <= rate
     # and it does not waste the budget: calls are one padded interval apart
-    assert starts[-1] - starts[0] == pytest.approx((rate * 5 - 1) * 1.05 / rate)
+    assert starts[-1] - starts[0] == pytest.approx((rate * 5 - 1) * 1.03 / rate)
+
+
+class LateClock(FakeClock):
+    """A busy machine: every `every`-th sleep overshoots by `late` seconds."""
+
+    def __init__(self, late, every):
+        super().__init__()
+        self.late, self.every, self.sleeps = late, every, 0
+
+    def sleep(self, seconds):
+        super().sleep(seconds)
+        self.sleeps += 1
+        if self.sleeps % self.every == 0:
+            self.now += self.late
+
+
+@pytest.mark.parametrize("late", [0.01, 0.05, 0.2, 0.9])
+def test_a_caller_that_wakes_late_does_not_bunch_with_the_calls_after_it(late):
+    # Slots alone would let the calls after a late one go on their own slots, closer
+    # than a second to it: 21 in a window. The times of the last 20 calls prevent it.
+    clock = LateClock(late, every=7)
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    starts = starts_with(limiter, clock, 200)
+    assert max_in_any_window(starts) <= 20
+    # and it catches up: the late calls cost no more than their lateness
+    assert starts[-1] - starts[0] <= 199 * 1.03 / 20 + (clock.sleeps // 7) * late
+
+
+def test_a_window_may_fill_as_fast_as_the_pacing_allows_after_a_quiet_spell():
+    clock = FakeClock()
+    limiter = RateLimiter(20, margin=0, clock=clock, sleep=clock.sleep)
+    starts = starts_with(limiter, clock, 20)
+    clock.now += 0.5
+    starts += starts_with(limiter, clock, 20)
+    assert max_in_any_window(starts) == 20
 
 
 def test_below_one_call_per_second():
@@ -100,20 +136,54 @@ def test_shared_limiter_paces_every_process_through_postgresql(postgres):
 
     engine = connect(postgres.new_database())
     migrate(engine)
-    waits = []
+    slots = []
+
+    def sleep(seconds):
+        slots.append(time.time() + seconds)
+
     # two limiters stand for two worker processes sharing one App
-    limiters = [SharedRateLimiter(engine, "kartra-app:x", 20, sleep=waits.append) for _ in range(2)]
+    limiters = [SharedRateLimiter(engine, "kartra-app:x", 20, sleep=sleep) for _ in range(2)]
     for i in range(10):
         limiters[i % 2].acquire()
     engine.dispose()
-    # each reservation is one interval after the previous one, whoever made it
-    steps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
-    assert all(step == pytest.approx(1.05 / 20, abs=0.01) for step in steps)
+    # each slot is one interval after the previous one, whoever reserved it (the first
+    # call goes at once: no sleep)
+    steps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert len(steps) == 8
+    assert all(step == pytest.approx(1.03 / 20, abs=0.002) for step in steps)
+
+
+def test_shared_limiter_holds_a_call_until_the_apps_last_calls_leave_room(postgres):
+    from sqlalchemy import text
+
+    from relay.dispatch.limiter import SharedRateLimiter
+    from relay.store import connect, migrate
+
+    engine = connect(postgres.new_database())
+    migrate(engine)
+    # one process sent its 5 calls at once (its callers all woke late, together)
+    first = SharedRateLimiter(engine, "kartra-app:z", 5, sleep=lambda seconds: None)
+    for _ in range(5):
+        first._reserve()
+        assert first._go() == 0
+    # another process's next call waits until the oldest of them is a span old
+    second = SharedRateLimiter(engine, "kartra-app:z", 5)
+    wait = second._go()
+    assert 0.9 < wait <= 1.03
+    started = time.monotonic()
+    second.acquire()
+    assert wait - 0.05 <= time.monotonic() - started <= wait + 0.5
+    with engine.connect() as conn:
+        sent = conn.execute(text("SELECT sent FROM rate_limits WHERE key = 'kartra-app:z'"))
+        times = sent.scalar_one()
+    engine.dispose()
+    # only the last 5 are kept, oldest first; the first one sent went at once with the
+    # one dropped, so the newest is a span after it, give or take those moments
+    assert len(times) == 5 and times == sorted(times)
+    assert times[-1] - times[0] >= 1.0
 
 
 def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(postgres):
-    import time
-
     from relay.dispatch.limiter import SharedRateLimiter
     from relay.store import connect, migrate
 
@@ -126,5 +196,6 @@ def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(postgres)
     for _ in range(5):
         skewed.acquire()
     engine.dispose()
-    steps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
-    assert all(step == pytest.approx(1.05 / 20, abs=0.01) for step in steps)
+    # the waits are the database's: a growing fraction of a second, not an hour
+    assert len(waits) == 4 and waits == sorted(waits)
+    assert all(0 < wait < 5 * 1.03 / 20 for wait in waits)
