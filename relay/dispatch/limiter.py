@@ -170,8 +170,12 @@ class SharedRateLimiter:
             self.sleep(wait)
         return time.monotonic() - started
 
+    def _autocommit(self):
+        """Each statement its own transaction: no BEGIN and COMMIT round trips."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
     def _reserve(self) -> float:
-        with self.engine.begin() as conn:
+        with self._autocommit() as conn:
             row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
             if row is None:
                 conn.execute(
@@ -189,7 +193,7 @@ class SharedRateLimiter:
         return wait
 
     def _go(self) -> float:
-        with self.engine.begin() as conn:
+        with self._autocommit() as conn:
             row = conn.execute(_GO, {"burst": self.burst, "span": self.span, "key": self.key})
             went, wait = row.one()
         return 0.0 if went else max(float(wait or 0), 0.001)
