@@ -14,18 +14,16 @@ from pathlib import Path
 import click
 
 from relay.config import Config, ConfigError
-from relay.mapping import MappingError, load_mappings
-
-SETUP_ERRORS = (ConfigError, MappingError)
 
 
 def build_or_exit():
     """The WSGI app, or one clear line per problem and exit status 1."""
+    from relay.mapping import MappingError
     from relay.web import create_app
 
     try:
         return create_app()
-    except SETUP_ERRORS as exc:
+    except (ConfigError, MappingError) as exc:
         _fail(exc)
 
 
@@ -39,6 +37,17 @@ def _config() -> Config:
     try:
         return Config.from_env()
     except ConfigError as exc:
+        _fail(exc)
+
+
+def _mappings(config: Config) -> dict:
+    """The routes' mappings, or their problems and exit status 1. Imported here, not at
+    the top: the worker has no use for Jinja, YAML and the schema behind them."""
+    from relay.mapping import MappingError, load_mappings
+
+    try:
+        return load_mappings(config.mappings_dir)
+    except MappingError as exc:
         _fail(exc)
 
 
@@ -72,14 +81,14 @@ def serve(port: int | None, host: str) -> None:
 @main.command()
 def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
-    from relay.admin.metrics import instrument
+    from relay.admin.dispatch_metrics import instrument
     from relay.admin.retention import Retention
     from relay.dispatch.worker import Dispatcher
+    from relay.logs import configure_for
     from relay.store import connect, wait_for_schema
-    from relay.web import configure_logging
 
     config = _config()
-    configure_logging(config)
+    configure_for(config)
     engine = connect(config.database_url)
     if not wait_for_schema(engine):
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
@@ -102,10 +111,7 @@ def worker() -> None:
 def check(kartra: bool) -> None:
     """Validate every mapping file (exit 1 with the errors)."""
     config = _config()
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        _fail(exc)
+    mappings = _mappings(config)
     for route, mapping in sorted(mappings.items()):
         click.echo(f"ok  /hooks/{route}  ({len(mapping.rules)} rules)  {mapping.file}")
     if kartra:
@@ -136,10 +142,7 @@ def try_(route: str, file: Path, content_type: str | None) -> None:
     from relay.kartra import Credentials, build_params, mask
 
     config = _config()
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        _fail(exc)
+    mappings = _mappings(config)
     if route not in mappings:
         _fail(ConfigError(f"unknown route {route!r}; known: {', '.join(sorted(mappings))}"))
     headers = _sample_headers(file)
@@ -384,10 +387,7 @@ def replay(event_ids, route, status, email, text, since, until, stored, as_json)
     has_filter = any((route, status, email, text, since, until))
     if bool(event_ids) == has_filter:
         raise click.UsageError("give event ids, or filters such as --status dead --since 1h")
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        _fail(exc)
+    mappings = _mappings(config)
     filters = _event_filter(route, status, email, text, since, until)
     ids = list(event_ids) or matching_ids(engine, filters)
     results = replay_many(engine, mappings, ids, "stored" if stored else "mapping")
@@ -461,7 +461,7 @@ def redact(event_ids, email, as_json: bool) -> None:
 def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
     """The single-process mode: the dispatcher (and retention) as threads of the web
     process."""
-    from relay.admin.metrics import instrument
+    from relay.admin.dispatch_metrics import instrument
     from relay.admin.retention import Retention
     from relay.dispatch.worker import Dispatcher
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:
+    from relay.config import Config
+    from relay.mapping import Mapping
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -58,6 +63,18 @@ def configure(level: str = "info", secrets: Iterable[str] = ()) -> None:
         logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+def configure_for(config: Config, mappings: Iterable[Mapping] = ()) -> None:
+    """JSON logs that never show a Kartra credential, the admin token or a route's
+    webhook secret, whatever code logs them by mistake."""
+    secrets = [config.admin_token or ""]
+    for account in config.accounts.values():
+        secrets += [account.api_key, account.api_password]
+    for mapping in mappings:
+        if isinstance(mapping.verify, dict):
+            secrets += [str(s) for s in mapping.verify.get("secrets", ())]
+    configure(config.log_level, secrets)
 
 
 def mask_email(email: str | None) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, jsonify, request
@@ -40,7 +39,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     """Build the app; raises `ConfigError` or `MappingError` for a bad set-up."""
     config = config or Config.from_env()
     mappings = load_mappings(config.mappings_dir)
-    configure_logging(config, mappings.values())
+    logs.configure_for(config, mappings.values())
     relay = Relay(config, engine or connect(config.database_url), mappings)
     app = Flask("relay")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -58,18 +57,6 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.register_error_handler(SlowClient, _slow_client)
     announce(relay)
     return app
-
-
-def configure_logging(config: Config, mappings: Iterable[Mapping] = ()) -> None:
-    """JSON logs that never show a Kartra credential, the admin token or a route's
-    webhook secret, whatever code logs them by mistake."""
-    secrets = [config.admin_token or ""]
-    for account in config.accounts.values():
-        secrets += [account.api_key, account.api_password]
-    for mapping in mappings:
-        if isinstance(mapping.verify, dict):
-            secrets += [str(s) for s in mapping.verify.get("secrets", ())]
-    logs.configure(config.log_level, secrets)
 
 
 def announce(relay: Relay) -> None:

@@ -12,17 +12,16 @@ Two sources, because they answer different questions and fail differently:
   and deliveries per status, the dispatchers' heartbeat) is the database's, identical
   whichever process answers, so it is read, not counted.
 
-The Kartra client and the rate limiter are instrumented by wrapping them
-(`instrument`), which keeps the dispatcher free of metrics code.
+The dispatcher's own figures are declared in `relay.admin.dispatch_metrics`, which
+imports neither Flask nor this module's queries, so that the worker process does not
+load them; importing it here registers them, so `/metrics` lists them in every process.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-import time
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from prometheus_client import (
@@ -30,14 +29,13 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Histogram,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, true
 
-from relay.kartra import KartraError
+from relay.admin import dispatch_metrics  # noqa: F401 (registers the dispatcher's figures)
 from relay.store.tables import accounts, deliveries, events, utcnow, workers
 
 bp = Blueprint("metrics", __name__)
@@ -47,23 +45,6 @@ EVENTS_RECEIVED = Counter(
 )
 VERIFICATION_FAILURES = Counter(
     "relay_verification_failures", "Requests refused for a bad or missing signature", ["route"]
-)
-KARTRA_CALL_SECONDS = Histogram(
-    "relay_kartra_call_seconds",
-    "Duration of each Kartra API call, by outcome",
-    ["outcome"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
-)
-KARTRA_ERRORS = Counter(
-    "relay_kartra_errors", "Kartra error answers, by Kartra type code or HTTP status", ["code"]
-)
-RATE_LIMIT_WAIT_SECONDS = Histogram(
-    "relay_rate_limit_wait_seconds",
-    "Time a call waited for the App's rate limiter",
-    buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-DELIVERY_ATTEMPTS = Counter(
-    "relay_delivery_attempts", "Delivery attempts finished, by how they ended", ["result"]
 )
 
 
@@ -178,55 +159,3 @@ def _gauge(name: str, documentation: str, rows, first_label: str | None = None):
     for *values, count in rows:
         family.add_metric([str(v) for v in values], count)
     return family
-
-
-class _TimedLimiter:
-    def __init__(self, limiter):
-        self._limiter = limiter
-
-    def acquire(self) -> Any:
-        started = time.monotonic()
-        try:
-            return self._limiter.acquire()
-        finally:
-            RATE_LIMIT_WAIT_SECONDS.observe(time.monotonic() - started)
-
-    def __getattr__(self, name):
-        return getattr(self._limiter, name)
-
-
-class _CountedClient:
-    def __init__(self, client):
-        self._client = client
-
-    def deliver(self, *args, **kwargs):
-        try:
-            outcome = self._client.deliver(*args, **kwargs)
-        except KartraError as exc:
-            _observe(exc.outcome)
-            DELIVERY_ATTEMPTS.labels(type(exc).__name__).inc()
-            raise
-        _observe(outcome)
-        DELIVERY_ATTEMPTS.labels("delivered").inc()
-        return outcome
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-
-def _observe(outcome) -> None:
-    for call in getattr(outcome, "calls", None) or []:
-        kinds = [r.kind for r in call.results if r.kind != "ok"]
-        kind = call.kind or (kinds[0] if kinds else "ok")
-        KARTRA_CALL_SECONDS.labels(kind).observe(call.duration_ms / 1000)
-        if call.code is not None:
-            KARTRA_ERRORS.labels(str(call.code)).inc()
-        for result in call.results:
-            if result.kind != "ok":
-                KARTRA_ERRORS.labels(str(result.type)).inc()
-
-
-def instrument(dispatcher) -> None:
-    """Count the dispatcher's Kartra calls and rate-limiter waits, without touching it."""
-    dispatcher.client = _CountedClient(dispatcher.client)
-    dispatcher.limiter = _TimedLimiter(dispatcher.limiter)

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.admin.metrics import instrument
+from relay.admin.dispatch_metrics import instrument
 from relay.dispatch.worker import Dispatcher
 from tests.admin.conftest import TOKEN, deliver, post
 
