@@ -11,10 +11,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from relay import logs
-from relay.admin.api import bp as api_bp
-from relay.admin.dashboard import bp as dashboard_bp
 from relay.admin.health import bp as health_bp
-from relay.admin.metrics import bp as metrics_bp
 from relay.config import Config
 from relay.gunicorn_worker import SlowClient
 from relay.ingest.limits import throttle
@@ -49,14 +46,25 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.before_request(throttle)
     app.register_blueprint(health_bp)
     if config.admin_token:
-        app.register_blueprint(api_bp)
-        app.register_blueprint(dashboard_bp)
-        app.register_blueprint(metrics_bp)
+        _register_admin(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _storage_error)
     app.register_error_handler(SlowClient, _slow_client)
     announce(relay)
     return app
+
+
+def _register_admin(app: Flask) -> None:
+    """The API, the dashboard and /metrics, imported only when ADMIN_TOKEN turns them on:
+    apispec, prometheus_client and the queries behind them cost every web process
+    memory it would never use otherwise."""
+    from relay.admin.api import bp as api_bp
+    from relay.admin.dashboard import bp as dashboard_bp
+    from relay.admin.metrics import bp as metrics_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(dashboard_bp)
+    app.register_blueprint(metrics_bp)
 
 
 def announce(relay: Relay) -> None:
