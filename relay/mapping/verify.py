@@ -17,8 +17,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from relay.mapping.errors import Problem
 from relay.mapping.expressions import did_you_mean
 
@@ -222,6 +220,9 @@ def resolve_verify(value: Any, env: Mapping[str, str], file: str) -> tuple[Any, 
 def _standard_secret(secret: str) -> bool:
     try:
         if secret.startswith("whpk_"):
+            # cryptography is imported only for such a key: it costs every process 6 MB.
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
             key = base64.b64decode(secret.removeprefix("whpk_"), validate=True)
             Ed25519PublicKey.from_public_bytes(key)
             return True

@@ -10,6 +10,9 @@ chain as sent), and cached by URL so a burst of events costs one download.
 No window is applied to `PAYPAL-TRANSMISSION-TIME`: PayPal documents none, and it is
 not known whether its retries are re-signed (SOURCES.md). Replays are stopped by
 de-duplication on the event `id`.
+
+requests and cryptography are imported where they are used: they cost every web
+process about 11 MB, and only routes verified by PayPal need them.
 """
 
 from __future__ import annotations
@@ -20,16 +23,13 @@ import datetime
 import threading
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
 from relay.ingest.verify.base import Delivery, Rejected
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 FETCH_TIMEOUT = 5.0
 MAX_CACHED = 32
@@ -49,6 +49,10 @@ def is_paypal_url(url: str) -> bool:
 
 def fetch_certificate(url: str) -> x509.Certificate:
     """Download and check PayPal's certificate; raise Rejected if it does not hold up."""
+    import requests
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
     try:
         answer = requests.get(url, timeout=FETCH_TIMEOUT, allow_redirects=False, stream=True)
         pem = answer.raw.read(MAX_CERT_BYTES + 1, decode_content=True)
@@ -101,6 +105,10 @@ CERTIFICATES = Certificates()
 
 
 def verify_paypal(delivery: Delivery, spec: dict[str, Any]) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     transmission_id = delivery.header("PAYPAL-TRANSMISSION-ID")
     transmission_time = delivery.header("PAYPAL-TRANSMISSION-TIME")
     signature = delivery.header("PAYPAL-TRANSMISSION-SIG")

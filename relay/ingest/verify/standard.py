@@ -13,12 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from relay.ingest.verify.base import Delivery, Rejected, any_equal, check_timestamp, secrets
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PUBLIC_KEY_PREFIX = "whpk_"
 
@@ -29,7 +29,10 @@ def signing_key(secret: str) -> bytes:
 
 
 def public_key(secret: str) -> Ed25519PublicKey:
-    """The ed25519 key in a `whpk_<base64>` secret; the mapping loader already checked it."""
+    """The ed25519 key in a `whpk_<base64>` secret; the mapping loader already checked it.
+    cryptography is imported only for such a key: it costs every process 6 MB."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     raw = base64.b64decode(secret.removeprefix(PUBLIC_KEY_PREFIX), validate=True)
     return Ed25519PublicKey.from_public_bytes(raw)
 
@@ -60,6 +63,8 @@ def verify_standard_webhooks(delivery: Delivery, spec: dict[str, Any]) -> None:
 
 
 def _signed(key: str, signature: str, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
     try:
         public_key(key).verify(base64.b64decode(signature, validate=True), message)
     except (InvalidSignature, ValueError):

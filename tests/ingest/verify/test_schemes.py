@@ -111,10 +111,10 @@ class _Answer:
 
 def test_a_downloaded_certificate_must_belong_to_paypal(monkeypatch):
     pem = (SOURCES / "fixtures/paypal/test-cert.pem").read_bytes()
-    monkeypatch.setattr(paypal.requests, "get", lambda url, **kw: _Answer(pem))
+    monkeypatch.setattr("requests.get", lambda url, **kw: _Answer(pem))
     with pytest.raises(Rejected, match="not under paypal.com"):
         paypal.fetch_certificate("https://api.paypal.com/c/1")
-    monkeypatch.setattr(paypal.requests, "get", lambda url, **kw: _Answer(b"not a cert"))
+    monkeypatch.setattr("requests.get", lambda url, **kw: _Answer(b"not a cert"))
     with pytest.raises(Rejected, match="not PEM"):
         paypal.fetch_certificate("https://api.paypal.com/c/1")
 
