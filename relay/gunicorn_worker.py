@@ -21,8 +21,6 @@ import time
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
 
-from relay.config import Config
-
 WRITE_TIMEOUT = 30.0
 
 
@@ -90,6 +88,8 @@ class _Listener:
 
 class DeadlineWorker(ThreadWorker):
     def init_process(self) -> None:
+        from relay.config import Config  # in the worker: gunicorn's master never needs it
+
         self.read_timeout = Config.from_env().request_read_timeout
         super().init_process()
 
