@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from relay.logs import get_logger
@@ -39,6 +38,8 @@ def listen(engine: Engine, wake: threading.Event, stop: threading.Event):
 
 
 def _listen(engine: Engine, wake: threading.Event, stop: threading.Event) -> None:
+    import psycopg  # here, not at the top: a process on SQLite saves its 9 MB
+
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     while not stop.is_set():
         try:
