@@ -1,0 +1,66 @@
+"""Each process imports only what it uses (issue 5, memory): every module a process loads
+stays resident in it, and the web processes, gunicorn's master and the worker are
+measured together. Each check runs in a fresh interpreter, as the process starts."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from relay.store import connect, migrate
+from tests.conftest import ROOT
+
+REPORT = "import json, sys; print(json.dumps(sorted(m for m in {} if m in sys.modules)))"
+
+
+def loaded(code: str, modules: list[str], **env: str) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running `code`."""
+    script = textwrap.dedent(code) + "\n" + REPORT.format(modules)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "warning", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_web_app_leaves_the_worker_and_admin_libraries_alone(tmp_path):
+    only_elsewhere = [
+        "requests",  # the Kartra client: the worker's
+        "tenacity",
+        "cryptography",  # whpk_ keys and PayPal routes only
+        "apispec",  # the admin API, with ADMIN_TOKEN
+        "prometheus_client",
+        "sqlalchemy.orm",
+        "alembic",  # `relay db upgrade`
+        "psycopg",  # PostgreSQL only
+    ]
+    database = f"sqlite:///{tmp_path / 'relay.db'}"
+    assert loaded("import app", only_elsewhere, DATABASE_URL=database, ADMIN_TOKEN="") == []
+
+
+def test_gunicorns_master_loads_no_relay_module_but_its_settings():
+    code = "import relay.gunicorn_conf, relay.gunicorn_worker"
+    assert loaded(code, ["relay.config", "flask", "sqlalchemy", "structlog"]) == []
+
+
+def test_the_worker_loads_neither_flask_nor_the_mapping_engine(tmp_path):
+    database = f"sqlite:///{tmp_path / 'relay.db'}"
+    engine = connect(database)
+    migrate(engine)
+    engine.dispose()
+    run_and_stop = """
+        from relay.dispatch.worker import Dispatcher
+        from relay.cli import main
+
+        Dispatcher.run = lambda self: None
+        main(["worker"], standalone_mode=False)
+    """
+    web_only = ["flask", "werkzeug", "jinja2", "yaml", "marshmallow", "cryptography"]
+    unused = ["sqlalchemy.orm", "apispec", "alembic"]
+    assert loaded(run_and_stop, web_only + unused, DATABASE_URL=database) == []
