@@ -11,7 +11,8 @@ processes, one worker) and the fake Kartra at 20 calls/s, 250 ms +- 100 ms.
 
 Draining 10,000 calls at 20/s takes over 8 minutes, more than the whole suite's budget:
 the drain rate is measured over the window with the backlog in place, not to the end.
-Peak RSS of the web processes (master and workers) and of the worker is read at the end.
+Peak RSS (and current PSS) of the web processes (master and workers) and of the worker
+is read at the end.
 
     .venv/bin/python -m bench.backlog [--backlog 10000] [--window 60]
 """
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.load import calls_in, fill_queue, paced_posts, percentile
-from bench.memory import peak_rss_mb
+from bench.memory import peak_rss_mb, pss_mb
 from bench.stack import Stack
 from tests.postgres import Cluster
 
@@ -61,6 +62,7 @@ def measure(backlog: int = 10_000, window: float = 60.0, idle_seconds: float = 1
             end = time.time()
             calls = calls_in(stack.calls(), start, end)
             web_rss, worker_rss = peak_rss_mb(web.pid), peak_rss_mb(worker.pid)
+            web_pss, worker_pss = pss_mb(web.pid), pss_mb(worker.pid)
     finally:
         cluster.stop()
     ok = sum(1 for c in calls if c["status"] == 200)
@@ -78,6 +80,8 @@ def measure(backlog: int = 10_000, window: float = 60.0, idle_seconds: float = 1
         "p99_ratio": during["p99"] / idle["p99"],
         "web_rss_mb": web_rss,
         "worker_rss_mb": worker_rss,
+        "web_pss_mb": web_pss,
+        "worker_pss_mb": worker_pss,
     }
 
 

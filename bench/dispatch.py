@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.cluster import busiest_window
 from bench.load import cpu_seconds, fill_queue
-from bench.memory import peak_rss_mb
+from bench.memory import peak_rss_mb, pss_mb
 from bench.stack import Stack
 from tests.postgres import Cluster
 
@@ -45,7 +45,7 @@ def measure(events: int = 2000) -> dict:
                     break
                 time.sleep(1)
             cpu = cpu_seconds(worker.pid) - cpu_before
-            rss = peak_rss_mb(worker.pid)
+            rss, pss = peak_rss_mb(worker.pid), pss_mb(worker.pid)
     finally:
         cluster.stop()
     ok = sorted(c["time"] for c in calls if c["status"] == 200)
@@ -60,6 +60,7 @@ def measure(events: int = 2000) -> dict:
         "busiest_window": busiest_window(ok),
         "cpu_ms_per_call": cpu / max(1, len(calls)) * 1000,
         "worker_rss_mb": rss,
+        "worker_pss_mb": pss,
     }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from bench.memory import peak_rss_mb
+from bench.memory import peak_rss_mb, pss_mb
 from bench.stack import ROOT, Stack, free_port, wait_http
 from tests.postgres import Cluster
 
@@ -235,7 +235,7 @@ def bare(seconds: float, work: Path) -> dict:
                     raise SystemExit("bare Flask did not come up") from None
                 time.sleep(0.1)
         result = load(base + "/hooks/stripe", "bare", seconds, work, half=False)
-        result["rss_mb"] = peak_rss_mb(process.pid)
+        result["rss_mb"], result["pss_mb"] = peak_rss_mb(process.pid), pss_mb(process.pid)
         return result
     finally:
         process.terminate()
@@ -255,7 +255,7 @@ def relay(database_url: str, tag: str, seconds: float, work: Path) -> dict:
         web = s.web(2)
         wait_http(s.web_url + "/readyz")
         result = load(s.web_url + "/hooks/stripe", tag, seconds, work, half=True)
-        result["rss_mb"] = peak_rss_mb(web.pid)
+        result["rss_mb"], result["pss_mb"] = peak_rss_mb(web.pid), pss_mb(web.pid)
     return result
 
 

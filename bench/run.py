@@ -125,15 +125,33 @@ def rows(r: dict) -> list[Row]:
             b["p99_ratio"] <= 2,
         ),
     ]
-    web = max(ing["sqlite"]["rss_mb"], ing["postgresql"]["rss_mb"], b["web_rss_mb"])
-    worker = max(d["worker_rss_mb"], b["worker_rss_mb"])
+    webs = [
+        (ing["sqlite"]["rss_mb"], ing["sqlite"]["pss_mb"]),
+        (ing["postgresql"]["rss_mb"], ing["postgresql"]["pss_mb"]),
+        (b["web_rss_mb"], b["web_pss_mb"]),
+    ]
+    web, web_pss = max(webs)  # the run with the largest peak RSS, and its PSS
+    worker, worker_pss = max(
+        (d["worker_rss_mb"], d["worker_pss_mb"]), (b["worker_rss_mb"], b["worker_pss_mb"])
+    )
+    bare = ing["bare"]
     out += [
         Row(
-            "6 memory", "bare Flask web (master + 2 workers)", _mb(ing["bare"]["rss_mb"]), "", None
+            "6 memory",
+            "bare Flask web (master + 2 workers)",
+            _memory(bare["rss_mb"], bare["pss_mb"]),
+            "",
+            None,
         ),
-        Row("6 memory", "relay web (master + 2 workers), peak", _mb(web), "", None),
-        Row("6 memory", "relay worker, peak", _mb(worker), "", None),
-        Row("6 memory", "web + worker", _mb(web + worker), "< 200 MB", web + worker < 200),
+        Row("6 memory", "relay web (master + 2 workers), peak", _memory(web, web_pss), "", None),
+        Row("6 memory", "relay worker, peak", _memory(worker, worker_pss), "", None),
+        Row(
+            "6 memory",
+            "web + worker",
+            _memory(web + worker, web_pss + worker_pss),
+            "< 200 MB",
+            web + worker < 200,
+        ),
     ]
     return out
 
@@ -144,6 +162,12 @@ def _rate(result: dict) -> str:
 
 def _mb(value: float) -> str:
     return f"{value:.0f} MB"
+
+
+def _memory(rss: float, pss: float) -> str:
+    """Peak RSS, the target's measure, and PSS (shared pages divided among the processes
+    that map them) beside it."""
+    return f"{_mb(rss)} (PSS {_mb(pss)})"
 
 
 def table(table_rows: list[Row]) -> str:
@@ -305,7 +329,9 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             "scheduled time; idle = the same load for 15 s before the backlog is queued.",
             "- Memory: VmHWM (peak resident set) from /proc of gunicorn's master and its "
             "workers, summed, and of the worker process, read at the end of parts 1, 2 "
-            "and 5; the largest of each is shown.",
+            "and 5; the largest of each is shown. PSS in brackets (`/proc/PID/smaps_rollup`, "
+            "read at the same moment, not a peak): RSS counts a page shared by several "
+            "processes in each of them, PSS divides it among them.",
             "",
         ]
     )
