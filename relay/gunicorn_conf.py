@@ -11,6 +11,11 @@ The graceful timeout (20 s) fits inside Heroku's 30 s between SIGTERM and SIGKIL
 requests in flight finish. The access log is off: the relay logs one JSON line per
 event itself.
 
+preload_app stays off (gunicorn's default): the app imported in the master before the
+fork shares its pages with the workers (summed PSS 120 -> 92 MB under load), but each
+process's RSS still counts them, and summed RSS, the measure of issue 5, rose from 163
+to 191 MB (bench/README.md).
+
 RELAY_EMBEDDED_WORKER=1 runs the dispatcher inside each web process (single-dyno
 mode): one process to pay for, at the price of web and Kartra calls sharing its CPU.
 """
