@@ -24,13 +24,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
+from bench import runtime
 from bench.memory import peak_rss_mb, pss_mb
 from bench.stack import ROOT, Stack, free_port, wait_http
 from tests.postgres import Cluster
@@ -217,7 +217,7 @@ def bare(seconds: float, work: Path) -> dict:
     port = free_port()
     log = (work / "bare.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "bench.bare:app"],
+        [runtime.python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "bench.bare:app"],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
+
+from bench import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_ID, KEY, PASSWORD = "bench-app", "bench-key", "bench-password"
@@ -75,7 +76,7 @@ class Stack:
             *self.fake_args,
         )
         subprocess.run(
-            [sys.executable, "-m", "relay", "db", "upgrade"],
+            [runtime.python(), "-m", "relay", "db", "upgrade"],
             env=self.env,
             cwd=ROOT,
             check=True,
@@ -123,7 +124,7 @@ class Stack:
     def _start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = self.work / f"{name}-{len(self.processes)}.log"
         process = subprocess.Popen(
-            [sys.executable, *args],
+            [runtime.python(), *args],
             env={**self.env, **env},
             cwd=ROOT,
             stdout=log.open("wb"),
