@@ -15,7 +15,6 @@ share of calls the ways a real network does.
 
 import argparse
 import bisect
-import logging
 import random
 import socket
 import threading
@@ -25,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
 
 from relay.kartra.client import mask, rewrite_test_mode_email
 from relay.kartra.commands import ACTIONS, LEAD_COMMANDS, LEAD_FIELDS
@@ -180,10 +178,12 @@ class FakeKartra:
         *,
         admitted: bool | None = None,
         arrived: float | None = None,
+        peer: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, JSON body) for one decoded request, logged with secrets masked
-        and the time it arrived. `admitted` is `arrive()`'s verdict when the caller took
-        it already (the HTTP app does, before its simulated latency)."""
+        """(HTTP status, JSON body) for one decoded request, logged with secrets masked,
+        the time it arrived and the `peer` it came from (address:port, one per
+        connection). `admitted` is `arrive()`'s verdict when the caller took it already
+        (the HTTP app does, before its simulated latency)."""
         with self._lock:
             if admitted is None:
                 admitted = self._admit(str(params.get("app_id", "")))
@@ -202,6 +202,7 @@ class FakeKartra:
                     "params": mask(params),
                     "status": status,
                     "response": body,
+                    "peer": peer,
                 }
             )
             return status, body
@@ -513,7 +514,8 @@ def create_app(fake: FakeKartra) -> Flask:
         failure = fake.chaos.draw()
         if failure == "503":
             return jsonify({"status": "Error", "message": "Service unavailable"}), 503
-        status, body = fake.handle(params, admitted=admitted, arrived=arrived)
+        peer = f"{request.remote_addr}:{request.environ.get('REMOTE_PORT')}"
+        status, body = fake.handle(params, admitted=admitted, arrived=arrived, peer=peer)
         if failure == "timeout":
             time.sleep(fake.chaos.timeout_ms / 1000)
         elif failure == "reset":
@@ -574,11 +576,11 @@ class Chaos:
 
 
 def _drop_connection() -> None:
-    """Close the client's socket without an answer (werkzeug's server exposes it)."""
-    sock = request.environ.get("werkzeug.socket")
+    """End the client's connection without an answer (werkzeug's and gunicorn's servers
+    both expose the socket); the server's own attempt to answer then fails quietly."""
+    sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
     if sock is not None:
         sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
 
 
 def _names(value: str) -> list[str]:
@@ -625,15 +627,42 @@ def main(argv: list[str] | None = None) -> None:
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
     )
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server(args.host, args.port, create_app(fake), threaded=True)
-    print(f"fake Kartra listening on http://{args.host}:{server.server_port}/api", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_keep_alive(create_app(fake), args.host, args.port)
+
+
+def serve_keep_alive(app: Flask, host: str, port: int) -> None:
+    """Serve `app` as Kartra's own web server does: HTTP/1.1 connections kept alive between
+    requests. werkzeug's development server closes every connection, which would have the
+    relay pay for a new TCP connection per call and leave its connection pool untested.
+
+    gunicorn, one process (the fake's state lives in its memory) with a thread per request
+    in flight, enough for several dispatchers; idle connections are kept 75 s, nginx's
+    default."""
+    from gunicorn.app.base import BaseApplication
+
+    settings = {
+        "bind": f"{host}:{port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": 64,
+        "keepalive": 75,
+        "graceful_timeout": 5,
+        "accesslog": None,
+        "loglevel": "warning",
+        "when_ready": lambda arbiter: print(
+            f"fake Kartra listening on {arbiter.LISTENERS[0]}/api", flush=True
+        ),
+    }
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            return app
+
+    Server().run()
 
 
 if __name__ == "__main__":

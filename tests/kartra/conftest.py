@@ -2,6 +2,9 @@
 it, and a mock transport for answers the fake never gives (bad bodies, resets)."""
 
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,6 +42,37 @@ def fake() -> FakeKartra:
 @pytest.fixture
 def kartra_url(serve: Callable[[FakeKartra], str], fake: FakeKartra) -> str:
     return serve(fake)
+
+
+@pytest.fixture
+def fake_process(tmp_path) -> Iterator[str]:
+    """`python -m relay.kartra.fake` in its own process, as the benchmarks and the
+    end-to-end tests run it (a keep-alive server, unlike the `serve` fixture's); its base
+    URL. Stopped and waited for at the end."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["--port", str(port), "--app-id", APP_ID, "--api-key", API_KEY]
+    args += ["--api-password", API_PASSWORD, "--tags", "Customer", "--rate-limit", "1000"]
+    log = (tmp_path / "fake.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay.kartra.fake", *args], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            requests.get(url + "/_fake/calls", timeout=0.5).raise_for_status()
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(15)
+    log.close()
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""The client's HTTP session: connections kept alive and shared by the threads that call."""
+
+import http.client
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import requests
+
+from relay.kartra import KartraClient
+from relay.kartra.form import encode
+from tests.kartra.conftest import API_KEY, API_PASSWORD, APP_ID
+
+READ_TAGS = {"actions": [{"cmd": "retrieve_account_tags"}]}
+
+
+def peers(fake_url: str) -> list[str]:
+    return [call["peer"] for call in requests.get(fake_url + "/_fake/calls", timeout=5).json()]
+
+
+def test_the_fake_keeps_a_connection_alive_between_requests(fake_process) -> None:
+    """As Kartra's own web server does; werkzeug's development server would not."""
+    connection = http.client.HTTPConnection(urlsplit(fake_process).netloc, timeout=5)
+    body = encode({"app_id": APP_ID, "api_key": API_KEY, "api_password": API_PASSWORD, **READ_TAGS})
+    sockets = []
+    for _ in range(2):
+        connection.request(
+            "POST", "/api", body, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        response = connection.getresponse()
+        assert response.status == 200 and response.read()
+        sockets.append(connection.sock)  # None once the server closed it
+    connection.close()
+    assert sockets[0] is not None and sockets[1] is sockets[0]
+
+
+def test_calls_reuse_pooled_connections_from_every_thread(fake_process, credentials) -> None:
+    with KartraClient(fake_process + "/api", timeout=(2, 5)) as client:
+        for _ in range(3):
+            assert client.call(credentials, READ_TAGS).http_status == 200
+        assert len(set(peers(fake_process))) == 1
+        with ThreadPoolExecutor(4) as pool:
+            calls = list(pool.map(lambda _: client.call(credentials, READ_TAGS), range(12)))
+    assert [call.http_status for call in calls] == [200] * 12
+    assert len(peers(fake_process)) == 15
+    assert len(set(peers(fake_process))) <= 4
