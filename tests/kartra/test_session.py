@@ -1,4 +1,5 @@
-"""The client's HTTP session: connections kept alive and shared by the threads that call."""
+"""The client's HTTP session: connections kept alive and shared by the threads that call,
+and the environment's proxy settings honoured (read once, when the client is built)."""
 
 import http.client
 from concurrent.futures import ThreadPoolExecutor
@@ -7,6 +8,7 @@ from urllib.parse import urlsplit
 import requests
 
 from relay.kartra import KartraClient
+from relay.kartra.fake import FakeKartra, create_app
 from relay.kartra.form import encode
 from tests.kartra.conftest import API_KEY, API_PASSWORD, APP_ID
 
@@ -43,3 +45,17 @@ def test_calls_reuse_pooled_connections_from_every_thread(fake_process, credenti
     assert [call.http_status for call in calls] == [200] * 12
     assert len(peers(fake_process)) == 15
     assert len(set(peers(fake_process))) <= 4
+
+
+def test_a_proxy_set_in_the_environment_carries_the_calls(wsgi, monkeypatch, credentials):
+    fake = FakeKartra(app_id=APP_ID, accounts={API_KEY: API_PASSWORD})
+    proxy = wsgi(create_app(fake))  # serves the request a client sends to a proxy too
+    monkeypatch.setenv("http_proxy", proxy)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+    with KartraClient("http://kartra.invalid/api", timeout=(2, 2)) as client:
+        call = client.call(credentials, READ_TAGS)
+
+    assert call.error is None and call.http_status == 200
+    assert len(fake.call_log()) == 1
