@@ -20,10 +20,10 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 
@@ -82,6 +82,20 @@ _due = (
     .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True)
 )
+# The Kartra lead id remembered for a claimed delivery's lead: its lead_key is "email:" +
+# the email as `leads` stores it (trimmed, lower case). SQLite's RETURNING clause is
+# rendered without table names, where `account` would name the leads column on both
+# sides: the claimed row's columns are spelled out.
+_claimed = {name: literal_column(f"deliveries.{name}") for name in ("account", "lead_key")}
+_remembered_lead_id = (
+    select(leads.c.kartra_id)
+    .where(
+        _claimed["lead_key"].startswith("email:"),
+        leads.c.account == _claimed["account"],
+        leads.c.email == func.substr(_claimed["lead_key"], 7),
+    )
+    .scalar_subquery()
+)
 # Built once: building it took most of a claim's CPU time (one claim per finished call).
 _CLAIM = (
     update(deliveries)
@@ -102,6 +116,7 @@ _CLAIM = (
         deliveries.c.done,
         deliveries.c.lead_id,
         deliveries.c.reclaimed,
+        _remembered_lead_id,
     )
 )
 
@@ -113,38 +128,18 @@ def claim(
 
     A finished or released claim names no claimer; one that still does when taken
     again outlived its lease (a crashed or lost worker) and comes back `reclaimed`.
-    SET expressions read the row as it was, so `reclaimed` sees the old claimer."""
+    SET expressions read the row as it was, so `reclaimed` sees the old claimer.
+
+    One statement, so it runs as its own transaction (autocommit): an explicit one
+    would cost two more round trips, BEGIN and COMMIT, on every claim."""
     now = now or utcnow()
     values = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
-    with engine.begin() as conn:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         rows = conn.execute(_CLAIM, values).all()
-        known = _known_lead_ids(conn, rows)
     return sorted(
-        (Claimed(*row, known_lead_id=known.get(_lead_of(row))) for row in rows),
+        (Claimed(*row[:-1], known_lead_id=None if row.lead_id else row[-1]) for row in rows),
         key=lambda c: c.id,
     )
-
-
-def _lead_of(row) -> tuple[str, str] | None:
-    """The (account, email) whose remembered lead id a claimed delivery needs, if any."""
-    email = (row.plan.get("lead") or {}).get("email")
-    if row.lead_id or not email:
-        return None
-    return row.account, email.strip().lower()
-
-
-_KNOWN_LEAD_IDS = select(leads.c.account, leads.c.email, leads.c.kartra_id).where(
-    tuple_(leads.c.account, leads.c.email).in_(bindparam("leads", expanding=True))
-)
-
-
-def _known_lead_ids(conn, rows) -> dict[tuple[str, str], str]:
-    """The remembered lead ids of the claimed deliveries' leads, in one query."""
-    wanted = {lead for lead in map(_lead_of, rows) if lead}
-    if not wanted:
-        return {}
-    found = conn.execute(_KNOWN_LEAD_IDS, {"leads": sorted(wanted)})
-    return {(account, email): kartra_id for account, email, kartra_id in found}
 
 
 def refresh_statistics(engine: Engine) -> None:

@@ -159,6 +159,9 @@ def test_a_claim_brings_the_remembered_lead_id_of_each_lead(engine):
     store_event(engine, new_event(plan(" Jane@Example.com"), plan("joe@example.com")))
     claimed = queue.claim(engine, "w1", limit=5, lease=timedelta(seconds=30))
     assert [(c.lead_id, c.known_lead_id) for c in claimed] == [(None, "77"), (None, None)]
+    queue.finish(engine, claimed[0], status="pending", records=[], done=[], lead_id="88")
+    [again] = queue.claim(engine, "w1", limit=5, lease=timedelta(seconds=30))
+    assert (again.lead_id, again.known_lead_id) == ("88", None)
 
 
 def test_a_claim_taken_over_after_its_lease_comes_back_reclaimed(engine):
