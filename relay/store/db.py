@@ -15,7 +15,7 @@ import functools
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -120,3 +120,46 @@ def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]):
         index_elements=keys,
         set_={k: statement.excluded[k] for k in columns if k not in keys},
     )
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict], suffix: str = "") -> CursorResult:
+    """One multi-row `INSERT INTO table (...) VALUES (...), (...) suffix` in the driver's
+    own SQL; every row has the same keys, as in an executemany.
+
+    For the ingest path, where compiling a statement, computing its cache key and
+    processing each parameter through SQLAlchemy cost more than the database's own work.
+    Values still pass the columns' bind processors (JSON encoding, UTC datetimes), so a
+    row is stored exactly as SQLAlchemy stores it; errors are still SQLAlchemy's
+    (`OperationalError`, `IntegrityError`) and a dead connection is still invalidated.
+    """
+    columns = tuple(rows[0])
+    processors = _bind_processors(conn.dialect, table, columns)
+    parameters = tuple(
+        value if process is None else process(value)
+        for row in rows
+        for process, value in zip(processors, [row[name] for name in columns], strict=True)
+    )
+    statement = _insert_rows_sql(conn.dialect, table, columns, suffix, len(rows))
+    return conn.exec_driver_sql(statement, parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _bind_processors(dialect, table: Table, columns: tuple[str, ...]) -> tuple:
+    return tuple(
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_rows_sql(
+    dialect, table: Table, columns: tuple[str, ...], suffix: str, rows: int
+) -> str:
+    """Built once per size of group: at most MAX_GROUP sizes per table."""
+    quote = dialect.identifier_preparer
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    row = "(" + ", ".join([placeholder] * len(columns)) + ")"
+    names = ", ".join(quote.quote(name) for name in columns)
+    values = ", ".join([row] * rows)
+    # Names from the table, quoted; placeholders for every value; the suffix is ours.
+    statement = f"INSERT INTO {quote.format_table(table)} ({names}) VALUES {values}"  # noqa: S608
+    return f"{statement} {suffix}".rstrip()

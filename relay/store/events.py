@@ -12,7 +12,6 @@ event per transaction, so one bad event never costs the others theirs.
 
 from __future__ import annotations
 
-import functools
 import secrets
 import threading
 import time
@@ -21,12 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import OperationalError
 
-from relay.store.identities import remember
+from relay.store.db import insert_rows
+from relay.store.identities import remember_all
 from relay.store.tables import deliveries, events, utcnow
 from relay.store.wakeup import notify
 
@@ -203,11 +201,16 @@ def _group(engine: Engine) -> GroupCommit:
 def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
     """Store `news` in one transaction; one `Stored` each, in order. An event whose
     (route, dedupe key) is already stored, or earlier in `news`, is not stored again:
-    its `Stored` names the original."""
+    its `Stored` names the original.
+
+    Three statements whatever the group's size: the events (a duplicate is skipped, on
+    PostgreSQL after the transaction inserting it ends, instead of failing the group;
+    the ids returned are the events stored), their deliveries, and what they taught.
+    """
     now = utcnow()
     rows = [_event_row(new_event_id(), new, now) for new in news]
     with engine.begin() as conn:
-        inserted = set(conn.execute(_insert_events(conn.dialect.name), rows).scalars())
+        inserted = set(insert_rows(conn, events, rows, _SKIP_DUPLICATES).scalars())
         results, plans, taught = [], [], []
         for row, new in zip(rows, news, strict=True):
             if row["id"] not in inserted:
@@ -218,11 +221,13 @@ def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
             if new.identity is not None:
                 taught.append((new.route, *new.identity))
         if plans:
-            conn.execute(_INSERT_DELIVERIES, plans)
+            insert_rows(conn, deliveries, plans)
             notify(conn)
-        for identity in taught:
-            remember(conn, *identity)
+        remember_all(conn, taught)
     return results
+
+
+_SKIP_DUPLICATES = "ON CONFLICT (route, dedupe_key) DO NOTHING RETURNING id"
 
 
 def _event_row(event_id: str, new: NewEvent, now: datetime) -> dict[str, Any]:
@@ -240,23 +245,6 @@ def _event_row(event_id: str, new: NewEvent, now: datetime) -> dict[str, Any]:
         "rule": new.rule,
         "reason": new.reason,
     }
-
-
-_INSERT_DELIVERIES = insert(deliveries)
-
-
-@functools.cache
-def _insert_events(dialect: str):
-    """INSERT ... ON CONFLICT (route, dedupe_key) DO NOTHING RETURNING id: a duplicate is
-    skipped (on PostgreSQL, after the transaction inserting it ends) instead of failing
-    the group; the ids returned are the events stored. Built once per dialect: building
-    it and its cache key cost more than executing it on SQLite."""
-    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return (
-        dialect_insert(events)
-        .on_conflict_do_nothing(index_elements=["route", "dedupe_key"])
-        .returning(events.c.id)
-    )
 
 
 def _original(conn: Connection, new: NewEvent) -> Stored:

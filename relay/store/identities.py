@@ -6,12 +6,13 @@ Learned from events whose rule says `remember`, or set by the operator; read by 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
-from relay.store.db import upsert
+from relay.store.db import insert_rows
 from relay.store.tables import identities, utcnow
 
 
@@ -39,23 +40,37 @@ def remember(
     """Keep (or replace) the email for this customer id; a connection joins its caller's
     transaction, so an event and what it taught are committed together. A pair that
     does not `fit` is not kept."""
-    if not fits(customer_id, email):
-        return
     if isinstance(conn, Engine):
         with conn.begin() as own:
-            remember(own, route, account, customer_id, email)
+            remember_all(own, [(route, account, customer_id, email)])
         return
-    upsert(
-        conn,
-        identities,
-        {
+    remember_all(conn, [(route, account, customer_id, email)])
+
+
+def remember_all(conn: Connection, taught: Iterable[tuple[str, str, str, str]]) -> None:
+    """`remember` each (route, account, customer_id, email) in one statement: a group of
+    events teaches in one round trip. Of two pairs for one customer the later wins, as
+    if remembered one after the other; pairs that do not `fit` are not kept."""
+    now = utcnow()
+    latest = {
+        (route, account, customer_id): {
             "route": route,
             "account": account,
             "customer_id": customer_id,
             "email": email,
-            "updated_at": utcnow(),
-        },
-    )
+            "updated_at": now,
+        }
+        for route, account, customer_id, email in taught
+        if fits(customer_id, email)
+    }
+    if latest:
+        insert_rows(conn, identities, list(latest.values()), _REPLACE_EMAIL)
+
+
+_REPLACE_EMAIL = (
+    "ON CONFLICT (route, account, customer_id) "
+    "DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at"
+)
 
 
 def find(engine: Engine, route: str, account: str, customer_id: str) -> str | None:

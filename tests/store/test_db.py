@@ -1,7 +1,10 @@
 import pytest
+from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 from relay.store import connect, wait_for_schema
+from relay.store.db import insert_rows
+from relay.store.tables import events, utcnow
 from tests.postgres import _free_port
 
 
@@ -20,3 +23,28 @@ def test_an_unmigrated_database_is_not_current(tmp_path):
     engine = connect(f"sqlite:///{tmp_path}/empty.db")
     assert wait_for_schema(engine, timeout=1) is False
     engine.dispose()
+
+
+def test_insert_rows_stores_what_sqlalchemy_stores(engine):
+    """The driver-SQL insert of the ingest path and SQLAlchemy's own insert leave the same
+    values in the database (compared as the driver reads them back: on SQLite, the very
+    text of JSON and of datetimes, which queries compare as text)."""
+    now = utcnow()
+    row = {
+        "route": "shop",
+        "received_at": now,
+        "content_type": None,
+        "headers": {"stripe-signature": "t=1,v1=ab", "ünïcode": "é"},
+        "query": {},
+        "body": b"\x00{}\xff",
+        "payload": {"n": 1.5, "list": [None, True, "x"], "nested": {"a": []}},
+        "status": "queued",
+        "rule": None,
+        "reason": "a 'quoted' reason",
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(events), [{**row, "id": "ev_sqlalchemy", "dedupe_key": "a"}])
+        insert_rows(conn, events, [{**row, "id": "ev_driver", "dedupe_key": "b"}])
+        names = ", ".join(f'"{name}"' for name in row)
+        stored = conn.exec_driver_sql(f"SELECT {names} FROM events ORDER BY dedupe_key").all()
+    assert len(stored) == 2 and stored[0] == stored[1]
