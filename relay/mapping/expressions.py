@@ -25,10 +25,13 @@ from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from relay.mapping.direct import evaluator
 from relay.mapping.errors import RenderError
 from relay.mapping.filters import FILTERS, make_lookup
 
 JINJA_MARKERS = ("{{", "{%", "{#")
+VARIABLES = frozenset({"body", "headers", "query", "route"})
+"""What a template sees (mapping/model.py's render context)."""
 MAX_PRODUCT = 100_000
 MAX_POWER_BITS = 4096
 _FILE_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
@@ -125,7 +128,7 @@ class Sandbox:
         inner = _single_expression(source)
         if inner is not None:
             expression = self._expression(inner)
-            return Value(source, False, lambda ctx: _defined(expression(**ctx)))
+            return Value(source, False, lambda ctx: _defined(expression(ctx)))
         try:
             self._check(self.env.parse(source))
             template = self.env.from_string(source)
@@ -140,10 +143,12 @@ class Sandbox:
                 "a condition is a bare expression, without {{ }}",
                 hint="write `when: body.vip`, not `when: '{{ body.vip }}'`",
             )
-        expression = self._expression(source)
-        return Condition(source, lambda ctx: expression(**ctx))
+        return Condition(source, self._expression(source))
 
-    def _expression(self, source: str) -> Callable[..., Any]:
+    def _expression(self, source: str) -> Callable[[dict[str, Any]], Any]:
+        """The expression as a function of the render variables: evaluated directly when
+        its shape allows (relay/mapping/direct.py: the same result, without a render
+        context per call), else by Jinja."""
         try:
             parser = Parser(self.env, source, state="variable")
             node = parser.parse_expression()
@@ -151,9 +156,10 @@ class Sandbox:
                 token = parser.stream.current
                 raise TemplateSyntaxError(f"unexpected {token.value!r}", token.lineno)
             self._check(nodes.Output([node]))  # find_all looks below the root only
-            return self.env.compile_expression(source, undefined_to_none=False)
+            compiled = self.env.compile_expression(source, undefined_to_none=False)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(_syntax_message("expression", exc)) from None
+        return evaluator(node, self.env, VARIABLES) or (lambda ctx: compiled(**ctx))
 
     def _check(self, tree: nodes.Node) -> None:
         """Load-time checks that Jinja would only make at render time, or never."""
