@@ -19,7 +19,6 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qsl
 
-from werkzeug.datastructures import Headers
 from werkzeug.formparser import parse_form_data
 from werkzeug.http import parse_options_header
 
@@ -264,8 +263,3 @@ def _lists(node: Any) -> Any:
     if converted and all(k == str(i) for i, k in enumerate(converted)):
         return list(converted.values())
     return converted
-
-
-def header_dict(headers: Headers, drop: frozenset[str]) -> dict[str, str]:
-    """Lower-cased header names; those in `drop` (credentials) are never kept."""
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in drop}

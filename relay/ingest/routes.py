@@ -17,7 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.ingest.forms import cors_headers, foreign_origin
 from relay.ingest.limits import form_wait, retry_after, with_retry_after
-from relay.ingest.parse import BodyError, header_dict, parse_body
+from relay.ingest.parse import BodyError, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
 from relay.ingest.verify.token import without_field
 from relay.logs import get_logger
@@ -33,6 +33,7 @@ log = get_logger("relay.ingest")
 
 # Credentials a sender or a proxy may put in headers; never stored.
 DROPPED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+_CONTENT_TYPE_LENGTH = events.c.content_type.type.length
 
 
 @bp.post("/hooks/<route>", provide_automatic_options=False)
@@ -53,8 +54,9 @@ def receive(route: str):
             message = f"too many posts from your address; try again in {retry_after(wait)} s"
             return with_retry_after(_refuse(mapping, message, 429), wait)
     raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    received_headers = {name.lower(): value for name, value in request.headers.items()}
     try:
-        verify(mapping.verify, _delivery(raw))
+        verify(mapping.verify, _delivery(raw, received_headers))
     except Ping as exc:
         log.info("sender_ping", route=route, detail=str(exc))
         return jsonify(status="ping"), 200
@@ -69,9 +71,8 @@ def receive(route: str):
     except BodyError as exc:
         log.info("event_refused", route=route, status=exc.status, reason=str(exc))
         return _refuse(mapping, str(exc), exc.status)
-    headers, query = _without_token(
-        mapping.verify, header_dict(request.headers, DROPPED_HEADERS), request.args.to_dict(), body
-    )
+    kept_headers = {k: v for k, v in received_headers.items() if k not in DROPPED_HEADERS}
+    headers, query = _without_token(mapping.verify, kept_headers, request.args.to_dict(), body)
     payload = {"body": body, "headers": headers, "query": query, "route": route}
     rendered = mapping.render({**payload, IDENTITIES: functools.partial(find, relay.engine, route)})
     stored = store_event(
@@ -150,15 +151,15 @@ def probe(route: str):
     return ("", 200) if known else ("", 404)
 
 
-def _delivery(raw: bytes) -> Delivery:
-    """The request as verifiers see it. Every header is there, `Authorization` included
-    (HTTP Basic needs it), unlike the stored copy. `relay.clock` and
+def _delivery(raw: bytes, headers: dict[str, str]) -> Delivery:
+    """The request as verifiers see it. Every header is there (lower-case names),
+    `Authorization` included (HTTP Basic needs it), unlike the stored copy. `relay.clock` and
     `relay.paypal_certificates` in `app.extensions` let tests fix the time and the
     certificate source."""
     extensions = current_app.extensions
     return Delivery(
         body=raw,
-        headers={name.lower(): value for name, value in request.headers.items()},
+        headers=headers,
         query=request.args.to_dict(flat=False),
         now=_clock(),
         certificates=extensions.get("relay.paypal_certificates"),
@@ -199,7 +200,7 @@ def _read_body(limit: int) -> bytes:
 def _content_type() -> str | None:
     """The header as stored: a sender may send any length, the column keeps 200 characters
     (the body is parsed already, so the rest is only ever shown)."""
-    return (request.content_type or "")[: events.c.content_type.type.length] or None
+    return (request.content_type or "")[:_CONTENT_TYPE_LENGTH] or None
 
 
 def _dedupe_key(mapping, payload, raw: bytes) -> str:

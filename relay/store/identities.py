@@ -25,13 +25,14 @@ class Identity:
     updated_at: datetime
 
 
+_CUSTOMER_ID_LENGTH = identities.c.customer_id.type.length
+_EMAIL_LENGTH = identities.c.email.type.length
+
+
 def fits(customer_id: str, email: str) -> bool:
     """Whether the pair fits its columns: no sender's customer id is longer, and an
     event must not fail to be stored because of what it would teach."""
-    return (
-        0 < len(customer_id) <= identities.c.customer_id.type.length
-        and 0 < len(email) <= identities.c.email.type.length
-    )
+    return 0 < len(customer_id) <= _CUSTOMER_ID_LENGTH and 0 < len(email) <= _EMAIL_LENGTH
 
 
 def remember(
