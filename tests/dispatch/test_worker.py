@@ -332,7 +332,7 @@ def test_a_reclaimed_delivery_with_points_is_not_sent_blindly(engine, fake, kart
     assert fake.call_log() == []
 
 
-def test_a_slow_claim_refreshes_the_statistics_at_most_once_a_minute(
+def test_a_slow_claim_refreshes_the_statistics_at_most_every_few_seconds(
     engine, kartra_url, monkeypatch
 ):
     refreshed = []
