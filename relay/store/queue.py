@@ -225,6 +225,7 @@ def finish(
             )
         if remember_email:
             _remember_lead(conn, delivery.account, remember_email, lead_id)
+        conn.execute(_LOCK_EVENT, {"event_id": delivery.event_id})
         conn.execute(_ROLL_UP, {"event_id": delivery.event_id})
 
 
@@ -249,6 +250,12 @@ _least_finished = (
     .where(deliveries.c.event_id == bindparam("event_id"))
     .scalar_subquery()
 )
+# Deliveries of one event finishing at the same moment: on PostgreSQL each roll-up
+# would read the others' deliveries as they were before either committed, and the last
+# to write would leave the event `queued` for good. Taking the event's row first makes
+# the second wait for the first to commit; its roll-up, a new statement, then reads it.
+# The lock order is unchanged: the delivery first, the event at the end.
+_LOCK_EVENT = select(events.c.id).where(events.c.id == bindparam("event_id")).with_for_update()
 _ROLL_UP = (
     update(events)
     .where(events.c.id == bindparam("event_id"))

@@ -1,6 +1,8 @@
+import threading
+import time
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from relay.store import NewEvent, queue, store_event
 from relay.store.tables import attempts, deliveries, events, leads, utcnow
@@ -136,6 +138,38 @@ def test_finish_records_attempts_and_rolls_the_event_status_up(engine):
             == "failed"
         )
         assert len(conn.execute(select(attempts)).all()) == 2
+
+
+def test_deliveries_of_one_event_finishing_at_once_roll_it_up_to_their_status(engine):
+    # The second finish runs while the first one's transaction is still open: its
+    # roll-up must wait for the first to commit and see it, or the event stays queued
+    # with both its deliveries delivered.
+    stored = store_event(engine, new_event(plan(), plan("bob@example.com")))
+    first, second = queue.claim(engine, "w1", limit=5, lease=LEASE)
+    other = threading.Thread(
+        target=queue.finish,
+        args=(engine, second),
+        kwargs={"status": "delivered", "records": [], "done": [0], "lead_id": "2"},
+    )
+
+    def before_the_first_commit(conn):
+        if not other.is_alive() and other.ident is None:
+            other.start()
+            time.sleep(0.5)
+
+    event.listen(engine, "commit", before_the_first_commit)
+    try:
+        queue.finish(engine, first, status="delivered", records=[], done=[0], lead_id="1")
+        other.join(10)
+    finally:
+        event.remove(engine, "commit", before_the_first_commit)
+    with engine.connect() as conn:
+        statuses = conn.execute(select(deliveries.c.status)).scalars().all()
+        event_status = conn.execute(
+            select(events.c.status).where(events.c.id == stored.event_id)
+        ).scalar()
+    assert statuses == ["delivered", "delivered"]
+    assert event_status == "delivered"
 
 
 def known_lead_id(engine, account: str, email: str) -> str | None:
