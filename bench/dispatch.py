@@ -38,12 +38,9 @@ def measure(events: int = 2000) -> dict:
             cpu_before = cpu_seconds(worker.pid)
             fill_queue(database_url, events, "dispatch")
             deadline = time.monotonic() + events / LIMIT * 2 + 60
-            calls: list[dict] = []
-            while time.monotonic() < deadline:
-                calls = stack.calls()
-                if sum(1 for c in calls if c["status"] == 200) >= events:
-                    break
+            while time.monotonic() < deadline and stack.answered() < events:
                 time.sleep(1)
+            calls = stack.calls()
             cpu = cpu_seconds(worker.pid) - cpu_before
             rss, pss = peak_rss_mb(worker.pid), pss_mb(worker.pid)
     finally:

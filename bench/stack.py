@@ -122,6 +122,12 @@ class Stack:
     def calls(self, session: requests.Session | None = None) -> list[dict]:
         return (session or requests).get(self.fake_url + "/_fake/calls", timeout=10).json()
 
+    def answered(self) -> int:
+        """Calls answered 200 so far. Polling this, not the whole log: serialising
+        thousands of calls holds the fake's GIL for tens of ms, which delays the arrival
+        stamps of the calls coming in meanwhile (and so made 429s of them)."""
+        return requests.get(self.fake_url + "/_fake/answered", timeout=10).json()
+
     def _start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = self.work / f"{name}-{len(self.processes)}.log"
         process = subprocess.Popen(

@@ -7,7 +7,8 @@ rewrite and the 20-calls-per-second limit per App. Where Kartra's behaviour is u
 the fake picks the stricter reading: after a failed lead command the rest of the chain
 is not run and not reported. All accounts share one store of leads and assets.
 
-Control endpoints for tests and demos: `GET /_fake/calls`, `GET /_fake/leads`,
+Control endpoints for tests and demos: `GET /_fake/calls`, `GET /_fake/answered` (how
+many calls were answered 200), `GET /_fake/leads`,
 `POST /_fake/reset`, `POST /_fake/down`, `POST /_fake/up`, and `POST /_fake/chaos`
 (`{"rate": 0.3, "kinds": ["503", "timeout", "reset"], "timeout_ms": 2000}`) to fail a
 share of calls the ways a real network does.
@@ -155,6 +156,11 @@ class FakeKartra:
         """A copy of the received calls, credentials masked."""
         with self._lock:
             return list(self.calls)
+
+    def answered(self) -> int:
+        """How many calls were answered 200: cheap to poll, unlike the whole log."""
+        with self._lock:
+            return sum(1 for call in self.calls if call["status"] == 200)
 
     def lead_list(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -535,6 +541,10 @@ def create_app(fake: FakeKartra) -> Flask:
     @app.get("/_fake/calls")
     def calls() -> Response:
         return jsonify(fake.call_log())
+
+    @app.get("/_fake/answered")
+    def answered() -> Response:
+        return jsonify(fake.answered())
 
     @app.get("/_fake/leads")
     def leads() -> Response:

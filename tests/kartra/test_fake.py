@@ -215,6 +215,8 @@ def test_control_endpoints() -> None:
     assert [lead["email"] for lead in http.get("/_fake/leads").get_json()] == ["j@x.com"]
     http.post("/_fake/down")
     assert http.post("/api", data=body, content_type=content_type).status_code == 503
+    assert len(http.get("/_fake/calls").get_json()) == 2
+    assert http.get("/_fake/answered").get_json() == 1
     http.post("/_fake/up")
     http.post("/_fake/reset")
     assert http.get("/_fake/calls").get_json() == []
