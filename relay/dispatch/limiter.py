@@ -50,7 +50,44 @@ def window(rate: float, margin: float) -> tuple[int, float]:
     return burst, burst * pacing_interval(rate, margin)
 
 
-class RateLimiter:
+class _Limiter:
+    """The two steps both limiters take: sleep until the caller's slot, then until the
+    App's last calls leave room; where the slot and the times are kept is theirs."""
+
+    def __init__(
+        self,
+        rate: float,
+        margin: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ):
+        self.interval = pacing_interval(rate, margin)
+        self.burst, self.span = window(rate, margin)
+        self.clock = clock
+        self.sleep = sleep
+
+    def acquire(self) -> float:
+        """Block until this caller may send, and count it as sent; returns the seconds
+        waited."""
+        start = self.clock()
+        wait = self._reserve()
+        if wait > 0:
+            self.sleep(wait)
+        while (wait := self._go()) > 0:
+            self.sleep(wait)
+        return self.clock() - start
+
+    def _reserve(self) -> float:
+        """Take the next slot; the seconds until it."""
+        raise NotImplementedError
+
+    def _go(self) -> float:
+        """Count this call as sent now if the last `burst` calls went a `span` ago, and
+        return 0; else the seconds until they did."""
+        raise NotImplementedError
+
+
+class RateLimiter(_Limiter):
     def __init__(
         self,
         rate: float,
@@ -59,26 +96,17 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.interval = pacing_interval(rate, margin)
-        self.burst, self.span = window(rate, margin)
-        self.clock = clock
-        self.sleep = sleep
+        super().__init__(rate, margin, clock, sleep)
         self._next = float("-inf")
         self._sent: deque[float] = deque(maxlen=self.burst)
         self._lock = threading.Lock()
 
-    def acquire(self) -> float:
-        """Block until this caller may send, and count it as sent; returns the seconds
-        waited."""
-        start = self.clock()
+    def _reserve(self) -> float:
         with self._lock:
-            slot = max(self._next, start)
+            now = self.clock()
+            slot = max(self._next, now)
             self._next = slot + self.interval
-        if slot > start:
-            self.sleep(slot - start)
-        while (wait := self._go()) > 0:
-            self.sleep(wait)
-        return self.clock() - start
+        return slot - now
 
     def _go(self) -> float:
         with self._lock:
@@ -135,7 +163,11 @@ _GO = text(
 CLOCKS_AGREE = 0.25
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(_Limiter):
+    """The slot's wait is aimed at its time on this machine's clock, measured after the
+    reservation, so how long the reservation took does not shift the call; a clock that
+    disagrees with the database's falls back to the wait the database computed."""
+
     def __init__(
         self,
         engine: Engine,
@@ -146,29 +178,9 @@ class SharedRateLimiter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        super().__init__(rate, margin, clock, sleep)
         self.engine = engine
         self.key = key
-        self.interval = pacing_interval(rate, margin)
-        self.burst, self.span = window(rate, margin)
-        self.clock = clock
-        self.sleep = sleep
-
-    def acquire(self) -> float:
-        """Reserve the App's next slot in the database, sleep until it, then go as soon
-        as the App's last calls leave room, counting this one; returns the seconds
-        waited.
-
-        The wait for the slot is aimed at its time on this machine's clock, measured
-        after the commit, so how long the reservation took does not shift the call; a
-        clock that disagrees with the database's falls back to the wait the database
-        computed."""
-        started = time.monotonic()
-        wait = self._reserve()
-        if wait > 0:
-            self.sleep(wait)
-        while (wait := self._go()) > 0:
-            self.sleep(wait)
-        return time.monotonic() - started
 
     def _autocommit(self):
         """Each statement its own transaction: no BEGIN and COMMIT round trips."""
