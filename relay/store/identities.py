@@ -41,11 +41,12 @@ def remember(
     """Keep (or replace) the email for this customer id; a connection joins its caller's
     transaction, so an event and what it taught are committed together. A pair that
     does not `fit` is not kept."""
+    pair = [(route, account, customer_id, email)]
     if isinstance(conn, Engine):
         with conn.begin() as own:
-            remember_all(own, [(route, account, customer_id, email)])
-        return
-    remember_all(conn, [(route, account, customer_id, email)])
+            remember_all(own, pair)
+    else:
+        remember_all(conn, pair)
 
 
 def remember_all(conn: Connection, taught: Iterable[tuple[str, str, str, str]]) -> None:
