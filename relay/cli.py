@@ -83,7 +83,7 @@ def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
     from relay.admin.dispatch_metrics import instrument
     from relay.admin.retention import Retention
-    from relay.dispatch.worker import Dispatcher
+    from relay.dispatch.worker import SWITCH_INTERVAL, Dispatcher
     from relay.logs import configure_for
     from relay.store import connect, wait_for_schema
 
@@ -92,6 +92,7 @@ def worker() -> None:
     engine = connect(config.database_url)
     if not wait_for_schema(engine):
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
+    sys.setswitchinterval(SWITCH_INTERVAL)
     dispatcher = Dispatcher(config, engine)
     instrument(dispatcher)
     retention = Retention(engine, config.retention_days)

@@ -66,6 +66,12 @@ SLOW_CLAIM = 0.025
 # would otherwise be claimed from stale statistics until the next one (a minute of
 # 4-second claims with 6,000 pending, 9 calls in a minute).
 ANALYZE_EVERY = 5.0
+# How long a thread may hold the GIL while another waits for it (Python's default is 5 ms).
+# A sender whose limiter slot has come must not wait behind the other threads' work, up
+# to several 5 ms turns: the later its call reaches Kartra after the time the limiter
+# counted, the closer it comes to the calls after it (measured: time from the limiter to
+# the fake Kartra, max 43 ms at the default, 11 ms at 1 ms; CPU per call unchanged).
+SWITCH_INTERVAL = 0.001
 
 
 def worker_name() -> str:
