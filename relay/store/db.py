@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 import functools
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, event, inspect, text
@@ -29,6 +31,22 @@ def connect(url: str) -> Engine:
         event.listen(engine, "connect", _tune_sqlite)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see the database as of the first one, for a view
+    made of several statements (PostgreSQL's READ COMMITTED gives each statement its
+    own snapshot; Python's sqlite3 opens no transaction for a SELECT)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:

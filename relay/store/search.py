@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Text, cast, func, or_, select
 
+from relay.store.db import snapshot
 from relay.store.tables import attempts, deliveries, events
 
 # Header names that may carry a credential or a signature: shown as `***`.
@@ -182,7 +183,7 @@ def get_event(engine: Engine, event_id: str) -> EventView | None:
     Kartra requests were masked when recorded; header values that may be credentials
     or signatures are masked here, since the sender chose what to put in them.
     """
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         row = conn.execute(select(events).where(events.c.id == event_id)).first()
         if row is None:
             return None
