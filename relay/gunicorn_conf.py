@@ -22,11 +22,8 @@ mode): one process to pay for, at the price of web and Kartra calls sharing its 
 
 import glob
 import os
+import shutil
 import tempfile
-
-# Metrics from every gunicorn worker add up through files in one folder (prometheus_client
-# multiprocess mode); a folder per server start, emptied when the server starts.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="relay-metrics-"))
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -46,7 +43,14 @@ def _embedded() -> bool:
 
 def on_starting(server):
     """Start with empty metrics files, and refuse two embedded dispatchers on one SQLite
-    file (each would take the other's claims for a dead process's)."""
+    file (each would take the other's claims for a dead process's).
+
+    Metrics from every gunicorn worker add up through files in one folder
+    (prometheus_client multiprocess mode): PROMETHEUS_MULTIPROC_DIR, else a temporary
+    folder of this server's, removed when it stops."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        server.relay_metrics_dir = tempfile.mkdtemp(prefix="relay-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = server.relay_metrics_dir
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
     url = os.environ.get("DATABASE_URL", "sqlite")
@@ -70,3 +74,9 @@ def worker_exit(server, worker):
         thread, dispatcher = embedded
         dispatcher.shutdown()
         thread.join(timeout=10)
+
+
+def on_exit(server):
+    own = getattr(server, "relay_metrics_dir", None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)

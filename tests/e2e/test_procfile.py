@@ -86,9 +86,16 @@ class Honcho:
 def test_release_web_and_worker_as_the_procfile_says(tmp_path, postgres):
     fake = FakeKartra(tmp_path, "--latency-ms", "800")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KARTRA_")}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KARTRA_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env.update(
         live_env(fake),
+        TMPDIR=str(temp),
         DATABASE_URL=postgres.new_database(),
         PORT=str(port),
         WEB_CONCURRENCY="2",
@@ -104,6 +111,7 @@ def test_release_web_and_worker_as_the_procfile_says(tmp_path, postgres):
         honcho.start()
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ok(url + "/readyz"), timeout=30)
+        assert [p.name[:14] for p in temp.iterdir()] == ["relay-metrics-"]
         accepted: list[str] = []
         stop_posting = threading.Event()
 
@@ -137,6 +145,8 @@ def test_release_web_and_worker_as_the_procfile_says(tmp_path, postgres):
         # a graceful stop leaves nothing ambiguous: every lead was created exactly once
         emails = [c["params"]["lead"].get("email") for c in fake.calls() if c["status"] == 200]
         assert len(emails) == len(set(emails)) == len(accepted)
+        honcho.sigterm()
+        assert list(temp.iterdir()) == [], "the metrics folder goes with the server"
     finally:
         if honcho.proc and honcho.proc.poll() is None:
             honcho.sigterm()
