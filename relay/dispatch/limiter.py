@@ -122,10 +122,14 @@ class RateLimiter(_Limiter):
 # Both statements commit without waiting for the WAL flush (`synchronous_commit` off
 # for their own transaction only): a slot or a call time lost in a database crash
 # costs nothing, while waiting for the disk would delay the call by an uneven few ms.
+# Both read the time once the App's row is locked (`locked` comes first): read before,
+# it would be as old as the wait for another caller's lock.
 _RESERVE = text(
     """
-    WITH now AS (SELECT clock_timestamp() AS t,
-                        set_config('synchronous_commit', 'off', true) AS unflushed)
+    WITH locked AS (SELECT FROM rate_limits WHERE key = :key FOR UPDATE),
+    now AS (SELECT clock_timestamp() AS t,
+                   set_config('synchronous_commit', 'off', true) AS unflushed
+            FROM locked)
     UPDATE rate_limits
     SET next_at = GREATEST(rate_limits.next_at, now.t) + make_interval(secs => :interval)
     FROM now
@@ -137,11 +141,14 @@ _RESERVE = text(
 # `sent` holds the epoch times (database clock) of the App's last `burst` calls, oldest
 # first. A caller goes when there are fewer, or the oldest went a span ago, and appends
 # its own time, dropping what falls out of the window; otherwise it learns how long to
-# wait. The SELECT reads the row as it was before the UPDATE: the row that refused.
+# wait. A call recorded earlier than it went (the time read before the lock) would let
+# the call `burst` after it go that much too early.
 _GO = text(
     """
-    WITH now AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS t,
-                        set_config('synchronous_commit', 'off', true) AS unflushed),
+    WITH locked AS (SELECT sent FROM rate_limits WHERE key = :key FOR UPDATE),
+    now AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS t,
+                   set_config('synchronous_commit', 'off', true) AS unflushed
+            FROM locked),
     went AS (
         UPDATE rate_limits
         SET sent = (rate_limits.sent || now.t)[
@@ -153,9 +160,8 @@ _GO = text(
         RETURNING 1
     )
     SELECT EXISTS (SELECT FROM went) AS went,
-           r.sent[cardinality(r.sent) + 1 - :burst] + :span - now.t AS wait
-    FROM rate_limits r, now
-    WHERE r.key = :key
+           l.sent[cardinality(l.sent) + 1 - :burst] + :span - now.t AS wait
+    FROM locked l, now
     """
 )
 # Clocks of the database and of this machine that agree this closely are the same

@@ -199,3 +199,31 @@ def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(postgres)
     # the waits are the database's: a growing fraction of a second, not an hour
     assert len(waits) == 4 and waits == sorted(waits)
     assert all(0 < wait < 5 * 1.03 / 20 for wait in waits)
+
+
+def test_a_call_that_waited_for_another_callers_lock_counts_from_when_it_went(postgres):
+    from sqlalchemy import text
+
+    from relay.dispatch.limiter import SharedRateLimiter
+    from relay.store import connect, migrate
+
+    engine = connect(postgres.new_database())
+    migrate(engine)
+    limiter = SharedRateLimiter(engine, "kartra-app:w", 20, sleep=lambda seconds: None)
+    limiter.acquire()
+    # another process holds the App's row (a backend descheduled mid-statement) while
+    # this caller's go waits for it
+    with engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM rate_limits WHERE key = 'kartra-app:w' FOR UPDATE"))
+        going = threading.Thread(target=limiter._go)
+        going.start()
+        time.sleep(0.3)
+        released = holder.execute(text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar()
+        holder.commit()
+        going.join(5)
+    with engine.connect() as conn:
+        sent = conn.execute(text("SELECT sent FROM rate_limits WHERE key = 'kartra-app:w'"))
+        went = sent.scalar_one()[-1]
+    engine.dispose()
+    # counted from before the wait, the call would let the one 20 after it go 0.3 s early
+    assert went >= float(released)
