@@ -39,6 +39,7 @@ def test_the_web_app_leaves_the_worker_and_admin_libraries_alone(tmp_path):
         "sqlalchemy.orm",
         "alembic",  # `relay db upgrade`
         "psycopg",  # PostgreSQL only
+        "sqlalchemy.dialects.postgresql",
     ]
     database = f"sqlite:///{tmp_path / 'relay.db'}"
     assert loaded("import app", only_elsewhere, DATABASE_URL=database, ADMIN_TOKEN="") == []
@@ -62,5 +63,5 @@ def test_the_worker_loads_neither_flask_nor_the_mapping_engine(tmp_path):
         main(["worker"], standalone_mode=False)
     """
     web_only = ["flask", "werkzeug", "jinja2", "yaml", "marshmallow", "cryptography"]
-    unused = ["sqlalchemy.orm", "apispec", "alembic"]
+    unused = ["sqlalchemy.orm", "apispec", "alembic", "sqlalchemy.dialects.postgresql"]
     assert loaded(run_and_stop, web_only + unused, DATABASE_URL=database) == []

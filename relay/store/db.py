@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, event, inspect, text
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -130,8 +128,12 @@ def upsert(conn, table: Table, values: dict) -> None:
 @functools.cache
 def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]):
     """Built once per table and set of columns: building it is most of an upsert's cost
-    (the ingest path runs one per event that teaches an identity)."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    (the ingest path runs one per event that teaches an identity). Each dialect's insert
+    is imported here: a process loads only its own database's dialect."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     keys = [c.name for c in table.primary_key]
     statement = insert(table)
     return statement.on_conflict_do_update(
