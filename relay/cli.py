@@ -81,7 +81,6 @@ def serve(port: int | None, host: str) -> None:
 @main.command()
 def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
-    from relay.admin.dispatch_metrics import instrument
     from relay.admin.retention import Retention
     from relay.dispatch.worker import SWITCH_INTERVAL, Dispatcher
     from relay.logs import configure_for
@@ -94,13 +93,24 @@ def worker() -> None:
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
     sys.setswitchinterval(SWITCH_INTERVAL)
     dispatcher = Dispatcher(config, engine)
-    instrument(dispatcher)
+    if _metrics_shared():
+        from relay.admin.dispatch_metrics import instrument
+
+        instrument(dispatcher)
     retention = Retention(engine, config.retention_days)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: dispatcher.shutdown())
     retention.start()
     dispatcher.run()
     retention.stop.set()
+
+
+def _metrics_shared() -> bool:
+    """Whether a web process can serve this process's Prometheus figures: only through
+    the files of PROMETHEUS_MULTIPROC_DIR (empty counts as unset, as in
+    relay/gunicorn_conf.py). Without it the worker's counters would stay in a process
+    nobody scrapes, and prometheus_client would cost it about 2 MB for nothing."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 @main.command()

@@ -14,13 +14,15 @@ from tests.conftest import ROOT
 REPORT = "import json, sys; print(json.dumps(sorted(m for m in {} if m in sys.modules)))"
 
 
-def loaded(code: str, modules: list[str], **env: str) -> list[str]:
-    """Which of `modules` a fresh interpreter has loaded after running `code`."""
+def loaded(code: str, modules: list[str], **env: str | None) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running `code`; a
+    variable given as None is left out of its environment."""
     script = textwrap.dedent(code) + "\n" + REPORT.format(modules)
+    environment = {**os.environ, "LOG_LEVEL": "warning", **env}
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
-        env={**os.environ, "LOG_LEVEL": "warning", **env},
+        env={name: value for name, value in environment.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=60,
@@ -50,18 +52,35 @@ def test_gunicorns_master_loads_no_relay_module_but_its_settings():
     assert loaded(code, ["relay.config", "flask", "sqlalchemy", "structlog"]) == []
 
 
-def test_the_worker_loads_neither_flask_nor_the_mapping_engine(tmp_path):
+WORKER_STARTED_AND_STOPPED = """
+    from relay.dispatch.worker import Dispatcher
+    from relay.cli import main
+
+    Dispatcher.run = lambda self: None
+    main(["worker"], standalone_mode=False)
+"""
+
+
+def migrated_sqlite(tmp_path) -> str:
     database = f"sqlite:///{tmp_path / 'relay.db'}"
     engine = connect(database)
     migrate(engine)
     engine.dispose()
-    run_and_stop = """
-        from relay.dispatch.worker import Dispatcher
-        from relay.cli import main
+    return database
 
-        Dispatcher.run = lambda self: None
-        main(["worker"], standalone_mode=False)
-    """
+
+def test_the_worker_loads_neither_flask_nor_the_mapping_engine(tmp_path):
     web_only = ["flask", "werkzeug", "jinja2", "yaml", "marshmallow", "cryptography"]
     unused = ["sqlalchemy.orm", "apispec", "alembic", "sqlalchemy.dialects.postgresql"]
-    assert loaded(run_and_stop, web_only + unused, DATABASE_URL=database) == []
+    # Without PROMETHEUS_MULTIPROC_DIR no web process could serve the worker's counters.
+    unread = ["prometheus_client", "relay.admin.dispatch_metrics"]
+    env = {"DATABASE_URL": migrated_sqlite(tmp_path), "PROMETHEUS_MULTIPROC_DIR": None}
+    assert loaded(WORKER_STARTED_AND_STOPPED, web_only + unused + unread, **env) == []
+
+
+def test_the_worker_counts_for_metrics_when_a_web_process_can_read_them(tmp_path):
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    env = {"DATABASE_URL": migrated_sqlite(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    counting = ["relay.admin.dispatch_metrics"]
+    assert loaded(WORKER_STARTED_AND_STOPPED, counting, **env) == counting
