@@ -82,10 +82,12 @@ def serve(port: int | None, host: str) -> None:
 def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
     from relay.admin.retention import Retention
+    from relay.arenas import limit_malloc_arenas
     from relay.dispatch.worker import SWITCH_INTERVAL, Dispatcher
     from relay.logs import configure_for
     from relay.store import connect, wait_for_schema
 
+    limit_malloc_arenas()
     config = _config()
     configure_for(config)
     engine = connect(config.database_url)

@@ -88,8 +88,10 @@ class _Listener:
 
 class DeadlineWorker(ThreadWorker):
     def init_process(self) -> None:
+        from relay.arenas import limit_malloc_arenas
         from relay.config import Config  # in the worker: gunicorn's master never needs it
 
+        limit_malloc_arenas()
         self.read_timeout = Config.from_env().request_read_timeout
         super().init_process()
 
