@@ -142,7 +142,8 @@ _RESERVE = text(
 # first. A caller goes when there are fewer, or the oldest went a span ago, and appends
 # its own time, dropping what falls out of the window; otherwise it learns how long to
 # wait. A call recorded earlier than it went (the time read before the lock) would let
-# the call `burst` after it go that much too early.
+# the call `burst` after it go that much too early. `room_at` is when the next call may
+# go (NULL: at once), as the row stands after this statement.
 _GO = text(
     """
     WITH locked AS (SELECT sent FROM rate_limits WHERE key = :key FOR UPDATE),
@@ -157,10 +158,14 @@ _GO = text(
         WHERE rate_limits.key = :key
           AND (cardinality(rate_limits.sent) < :burst
                OR rate_limits.sent[cardinality(rate_limits.sent) + 1 - :burst] + :span <= now.t)
-        RETURNING 1
+        RETURNING rate_limits.sent[cardinality(rate_limits.sent) + 1 - :burst] + :span
+                  AS room_at
     )
     SELECT EXISTS (SELECT FROM went) AS went,
-           l.sent[cardinality(l.sent) + 1 - :burst] + :span - now.t AS wait
+           l.sent[cardinality(l.sent) + 1 - :burst] + :span - now.t AS wait,
+           COALESCE((SELECT room_at FROM went),
+                    l.sent[cardinality(l.sent) + 1 - :burst] + :span) AS room_at,
+           now.t
     FROM locked l, now
     """
 )
@@ -187,6 +192,8 @@ class SharedRateLimiter(_Limiter):
         super().__init__(rate, margin, clock, sleep)
         self.engine = engine
         self.key = key
+        self._room_at = float("-inf")
+        self._room_lock = threading.Lock()
 
     def _autocommit(self):
         """Each statement its own transaction: no BEGIN and COMMIT round trips."""
@@ -204,17 +211,31 @@ class SharedRateLimiter(_Limiter):
                     {"key": self.key},
                 )
                 row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
-        wait = float(row.wait)
-        aimed = float(row.slot) - self.clock()
-        if abs(aimed - wait) < CLOCKS_AGREE:
-            wait = aimed
-        return wait
+        return self._aimed(float(row.slot), float(row.wait))
 
     def _go(self) -> float:
+        """A caller whose slot came before the App's last calls left room (a slot paced
+        exactly a span after a call that went late) would be refused: about every other
+        call was, at one more round trip each. The row's last answer says when room
+        comes, at the earliest (later calls only move it on), so such a caller waits for
+        it here without asking; the row still decides."""
+        ahead = self._room_at - self.clock()
+        if ahead > 0:
+            return ahead
         with self._autocommit() as conn:
             row = conn.execute(_GO, {"burst": self.burst, "span": self.span, "key": self.key})
-            went, wait = row.one()
+            went, wait, room_at, now = row.one()
+        if room_at is not None:
+            room_at = self.clock() + self._aimed(room_at, room_at - now)
+            with self._room_lock:
+                self._room_at = max(self._room_at, room_at)
         return 0.0 if went else max(float(wait or 0), 0.001)
+
+    def _aimed(self, at: float, wait: float) -> float:
+        """Seconds until `at` (database clock) on this machine's clock when the two
+        agree, else `wait` (as the database computed it)."""
+        aimed = at - self.clock()
+        return aimed if abs(aimed - wait) < CLOCKS_AGREE else wait
 
 
 def rate_limiter_for(engine: Engine, app_id: str | None, rate: float):

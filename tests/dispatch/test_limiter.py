@@ -183,6 +183,28 @@ def test_shared_limiter_holds_a_call_until_the_apps_last_calls_leave_room(postgr
     assert times[-1] - times[0] >= 1.0
 
 
+def test_a_call_the_app_has_no_room_for_yet_waits_without_asking_again(postgres):
+    """The row's answer says when the App's last calls leave room: a caller of the same
+    process that comes earlier waits for it without a round trip to be refused."""
+    from sqlalchemy import event
+
+    from relay.dispatch.limiter import SharedRateLimiter
+    from relay.store import connect, migrate
+
+    engine = connect(postgres.new_database())
+    migrate(engine)
+    limiter = SharedRateLimiter(engine, "kartra-app:w", 5, sleep=lambda seconds: None)
+    for _ in range(5):
+        limiter._reserve()
+        assert limiter._go() == 0
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    wait = limiter._go()
+    engine.dispose()
+    assert 0.9 < wait <= 1.03
+    assert statements == []
+
+
 def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(postgres):
     from relay.dispatch.limiter import SharedRateLimiter
     from relay.store import connect, migrate
