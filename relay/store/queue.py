@@ -8,6 +8,7 @@ is still unfinished, so a refund never overtakes its purchase.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 from sqlalchemy import (
     Engine,
     Integer,
+    String,
     bindparam,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -24,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 
@@ -187,46 +191,68 @@ def finish(
 ) -> None:
     """Record the calls made for a claimed delivery and its new state, then roll the
     event's status up, all in one transaction; with `remember_email`, the transaction
-    also remembers `lead_id` as that email's Kartra lead id (or forgets it, when None)."""
+    also remembers `lead_id` as that email's Kartra lead id (or forgets it, when None).
+
+    On PostgreSQL it is one statement in autocommit (`_finish_statement`), so it may be
+    run again when its connection died without an answer: done already, it does nothing."""
     now = utcnow()
     number = delivery.attempts + 1 if count_attempt else delivery.attempts
+    values = {
+        "delivery_id": delivery.id,
+        "of_event": delivery.event_id,
+        "new_status": status,
+        "new_attempts": number,
+        "new_done": done,
+        "new_lead_id": lead_id,
+        "new_error": error,
+        "new_next_attempt_at": next_attempt_at or now,
+        "now": now,
+    }
+    rows = [
+        {
+            "delivery_id": delivery.id,
+            "number": number,
+            "started_at": r.started_at,
+            "duration_ms": r.duration_ms,
+            "request": r.request,
+            "http_status": r.http_status,
+            "response": r.response,
+            "outcome": r.outcome,
+            "error": r.error,
+            "ambiguous": r.ambiguous,
+        }
+        for r in records
+    ]
+    if engine.dialect.name == "postgresql":
+        lead = None
+        if remember_email:
+            lead = {
+                "account": delivery.account,
+                "email": remember_email.strip().lower(),
+                "kartra_id": str(lead_id) if lead_id else None,
+            }
+        _finish_in_one_statement(engine, values, rows, lead)
+        return
     with engine.begin() as conn:
-        conn.execute(
-            _FINISH,
-            {
-                "delivery_id": delivery.id,
-                "new_status": status,
-                "new_attempts": number,
-                "new_done": done,
-                "new_lead_id": lead_id,
-                "new_error": error,
-                "new_next_attempt_at": next_attempt_at or now,
-                "now": now,
-            },
-        )
-        if records:
-            conn.execute(
-                insert(attempts),
-                [
-                    {
-                        "delivery_id": delivery.id,
-                        "number": number,
-                        "started_at": r.started_at,
-                        "duration_ms": r.duration_ms,
-                        "request": r.request,
-                        "http_status": r.http_status,
-                        "response": r.response,
-                        "outcome": r.outcome,
-                        "error": r.error,
-                        "ambiguous": r.ambiguous,
-                    }
-                    for r in records
-                ],
-            )
+        conn.execute(_FINISH, values)
+        if rows:
+            conn.execute(insert(attempts), rows)
         if remember_email:
             _remember_lead(conn, delivery.account, remember_email, lead_id)
-        conn.execute(_LOCK_EVENT, {"event_id": delivery.event_id})
-        conn.execute(_ROLL_UP, {"event_id": delivery.event_id})
+        conn.execute(_ROLL_UP, values)
+
+
+def _finish_in_one_statement(
+    engine: Engine, values: dict, rows: list[dict], lead: dict | None
+) -> None:
+    learned = None if lead is None else "remember" if lead["kartra_id"] else "forget"
+    params = {
+        **values,
+        **{f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()},
+        **{f"lead_{key}": value for key, value in (lead or {}).items()},
+    }
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(_finish_statement(len(rows), learned), params)
 
 
 # From the least finished to the most: an event's status is the least finished of its
@@ -247,18 +273,14 @@ _least_finished = (
             )
         )
     )
-    .where(deliveries.c.event_id == bindparam("event_id"))
+    .where(deliveries.c.event_id == bindparam("of_event"))
     .scalar_subquery()
 )
-# Deliveries of one event finishing at the same moment: on PostgreSQL each roll-up
-# would read the others' deliveries as they were before either committed, and the last
-# to write would leave the event `queued` for good. Taking the event's row first makes
-# the second wait for the first to commit; its roll-up, a new statement, then reads it.
-# The lock order is unchanged: the delivery first, the event at the end.
-_LOCK_EVENT = select(events.c.id).where(events.c.id == bindparam("event_id")).with_for_update()
+# SQLite's roll-up: a transaction there writes alone, so it reads every finish
+# committed before it. PostgreSQL's is `relay_roll_up`, below.
 _ROLL_UP = (
     update(events)
-    .where(events.c.id == bindparam("event_id"))
+    .where(events.c.id == bindparam("of_event"))
     .values(
         status=case(
             {rank: shown for rank, shown in enumerate(_ROLL_UP_ORDER.values())},
@@ -267,6 +289,91 @@ _ROLL_UP = (
         )
     )
 )
+
+
+def _rolled_up():
+    """Deliveries of one event finishing at the same moment: on PostgreSQL each roll-up
+    would read the others' deliveries as they were before either committed, and the
+    last to write would leave the event `queued` for good. `relay_roll_up` (migration
+    0005) takes the event's row first, so the second waits for the first to commit,
+    then reads the deliveries afresh (each query of a volatile function takes a new
+    snapshot): its roll-up sees both. The lock order is unchanged: the delivery first,
+    the event last."""
+    from sqlalchemy.dialects.postgresql import ARRAY  # a process on SQLite never loads it
+
+    statuses = ARRAY(String)
+    return func.relay_roll_up(
+        bindparam("of_event"),
+        bindparam("delivery_id"),
+        bindparam("new_status"),
+        bindparam("ranked", list(_ROLL_UP_ORDER), type_=statuses),
+        bindparam("shown", list(_ROLL_UP_ORDER.values()), type_=statuses),
+    )
+
+
+@functools.cache
+def _finish_statement(records: int, learned: str | None):
+    """`finish` on PostgreSQL: the delivery's UPDATE, the attempts' INSERT, the lead's
+    upsert (`learned="remember"`) or DELETE (`"forget"`) and the event's roll-up as
+    data-modifying CTEs of one statement: one round trip, and all or nothing.
+
+    The parts read the snapshot from before the statement; `relay_roll_up` takes this
+    delivery's status from the new values rather than from its row. Every part also
+    depends on the delivery's UPDATE, which skips a row whose `updated_at` is already
+    this finish's `now`: run again after it was applied (an answer lost with the
+    connection), the statement changes nothing. Applied and claimed again in between
+    cannot happen: a finish leaves a delivery claimable only in the future (a retry's
+    backoff) or in a paused account. Built once per shape, on PostgreSQL only: a
+    process on SQLite never loads the PostgreSQL dialect."""
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    finished = (
+        _FINISH.where(deliveries.c.updated_at != _now)
+        .returning(deliveries.c.id, deliveries.c.event_id)
+        .cte("finished")
+    )
+    parts = []
+    if records:
+        columns = [c.name for c in attempts.c if c.name != "id"]
+        rows = union_all(
+            *(
+                select(
+                    *(
+                        finished.c.id
+                        if name == "delivery_id"
+                        else bindparam(f"{name}_{i}", type_=attempts.c[name].type)
+                        for name in columns
+                    )
+                )
+                for i in range(records)
+            )
+        )
+        parts.append(
+            insert(attempts).from_select(columns, rows).returning(attempts.c.id).cte("recorded")
+        )
+    if learned:
+        lead = (
+            leads.c.account == bindparam("lead_account"),
+            leads.c.email == bindparam("lead_email"),
+        )
+        if learned == "forget":
+            change = delete(leads).where(*lead, exists(select(finished.c.id)))
+        else:
+            upsert_lead = postgresql_insert(leads).from_select(
+                ["account", "email", "kartra_id", "updated_at"],
+                select(
+                    bindparam("lead_account"),
+                    bindparam("lead_email"),
+                    bindparam("lead_kartra_id"),
+                    _now,
+                ).where(exists(select(finished.c.id))),
+            )
+            change = upsert_lead.on_conflict_do_update(
+                index_elements=["account", "email"],
+                set_={"kartra_id": upsert_lead.excluded.kartra_id, "updated_at": _now},
+            )
+        parts.append(change.returning(literal_column("1")).cte("remembered"))
+    return select(_rolled_up()).select_from(finished).add_cte(*parts)
 
 
 def release(engine: Engine, worker: str) -> int:

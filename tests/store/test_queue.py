@@ -2,7 +2,8 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import event, select
+import pytest
+from sqlalchemy import event, select, text
 
 from relay.store import NewEvent, queue, store_event
 from relay.store.tables import attempts, deliveries, events, leads, utcnow
@@ -141,16 +142,57 @@ def test_finish_records_attempts_and_rolls_the_event_status_up(engine):
 
 
 def test_deliveries_of_one_event_finishing_at_once_roll_it_up_to_their_status(engine):
-    # The second finish runs while the first one's transaction is still open: its
-    # roll-up must wait for the first to commit and see it, or the event stays queued
-    # with both its deliveries delivered.
+    # Both finishes run at once: the roll-up that goes second must see the first one's
+    # delivery, or the event stays queued with both its deliveries delivered.
     stored = store_event(engine, new_event(plan(), plan("bob@example.com")))
     first, second = queue.claim(engine, "w1", limit=5, lease=LEASE)
-    other = threading.Thread(
-        target=queue.finish,
-        args=(engine, second),
-        kwargs={"status": "delivered", "records": [], "done": [0], "lead_id": "2"},
-    )
+    if engine.dialect.name == "postgresql":
+        _finish_both_while_the_event_is_held(engine, first, second)
+    else:
+        _finish_the_second_before_the_first_commits(engine, first, second)
+    with engine.connect() as conn:
+        statuses = conn.execute(select(deliveries.c.status)).scalars().all()
+        event_status = conn.execute(
+            select(events.c.status).where(events.c.id == stored.event_id)
+        ).scalar()
+    assert statuses == ["delivered", "delivered"]
+    assert event_status == "delivered"
+
+
+def _finish(engine, delivery):
+    queue.finish(engine, delivery, status="delivered", records=[], done=[0], lead_id="1")
+
+
+def _finish_both_while_the_event_is_held(engine, first, second):
+    """PostgreSQL: another transaction holds the event's row while both finishes record
+    their deliveries and wait for it; then it lets go."""
+    finishes = [threading.Thread(target=_finish, args=(engine, d)) for d in (first, second)]
+    with engine.connect() as holder:
+        holder.execute(select(events.c.id).with_for_update())
+        for finish in finishes:
+            finish.start()
+        deadline = time.monotonic() + 10
+        while _waiting_for_a_lock(engine) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_for_a_lock(engine) == 2
+        holder.commit()
+    for finish in finishes:
+        finish.join(10)
+
+
+def _waiting_for_a_lock(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar()
+
+
+def _finish_the_second_before_the_first_commits(engine, first, second):
+    """SQLite: the second finish starts while the first one's transaction is open."""
+    other = threading.Thread(target=_finish, args=(engine, second))
 
     def before_the_first_commit(conn):
         if not other.is_alive() and other.ident is None:
@@ -159,17 +201,64 @@ def test_deliveries_of_one_event_finishing_at_once_roll_it_up_to_their_status(en
 
     event.listen(engine, "commit", before_the_first_commit)
     try:
-        queue.finish(engine, first, status="delivered", records=[], done=[0], lead_id="1")
+        _finish(engine, first)
         other.join(10)
     finally:
         event.remove(engine, "commit", before_the_first_commit)
+
+
+@pytest.mark.postgresql_only
+def test_finish_run_again_after_it_was_applied_changes_nothing(engine, monkeypatch):
+    """On PostgreSQL `finish` is one statement that a worker runs again when its
+    connection died without an answer; the answer may have been lost after the commit."""
+    stored = store_event(engine, new_event(plan()))
+    [claimed] = queue.claim(engine, "w1", limit=5, lease=LEASE)
+    now = utcnow()
+    monkeypatch.setattr(queue, "utcnow", lambda: now)
+    record = queue.AttemptRecord(now, 12.5, {"actions": []}, 200, {"status": "Success"}, "ok")
+    for _ in range(2):
+        queue.finish(
+            engine,
+            claimed,
+            status="delivered",
+            records=[record, record],
+            done=[0],
+            lead_id="77",
+            remember_email="Jane@Example.com",
+        )
     with engine.connect() as conn:
-        statuses = conn.execute(select(deliveries.c.status)).scalars().all()
-        event_status = conn.execute(
-            select(events.c.status).where(events.c.id == stored.event_id)
-        ).scalar()
-    assert statuses == ["delivered", "delivered"]
-    assert event_status == "delivered"
+        assert conn.execute(select(attempts.c.number)).scalars().all() == [1, 1]
+        assert conn.execute(select(deliveries.c.attempts)).scalar() == 1
+        assert conn.execute(select(events.c.status)).scalar() == "delivered"
+    assert known_lead_id(engine, "default", "jane@example.com") == "77"
+    assert stored.created
+
+
+def test_finish_forgets_a_lead_id_kartra_no_longer_knows(engine):
+    queue.remember_lead(engine, "default", "jane@example.com", "77")
+    store_event(engine, new_event(plan()))
+    [claimed] = queue.claim(engine, "w1", limit=5, lease=LEASE)
+    assert claimed.known_lead_id == "77"
+    queue.finish(
+        engine,
+        claimed,
+        status="failed",
+        records=[],
+        done=[],
+        lead_id=None,
+        error="lead gone",
+        remember_email="jane@example.com",
+    )
+    assert known_lead_id(engine, "default", "jane@example.com") is None
+    assert delivery_status(engine) == ("failed", "lead gone", None)
+
+
+def delivery_status(engine):
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(deliveries.c.status, deliveries.c.last_error, deliveries.c.claimed_by)
+        ).one()
+    return tuple(row)
 
 
 def known_lead_id(engine, account: str, email: str) -> str | None:
