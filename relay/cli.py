@@ -90,7 +90,9 @@ def worker() -> None:
     limit_malloc_arenas()
     config = _config()
     configure_for(config)
-    engine = connect(config.database_url)
+    # Its queue and limiter steps run again on a lost connection instead of pinging
+    # before each (relay.store.disconnects); the web keeps pinging.
+    engine = connect(config.database_url, pre_ping=False)
     if not wait_for_schema(engine):
         _fail(ConfigError("database schema is not current: run `python -m relay db upgrade`"))
     sys.setswitchinterval(SWITCH_INTERVAL)

@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
+from relay.store.disconnects import retried_on_disconnect
+
 # 3 % of the limit is left unused: room for calls that take different times to reach
 # Kartra after they go.
 MARGIN = 0.03
@@ -199,6 +201,9 @@ class SharedRateLimiter(_Limiter):
         """Each statement its own transaction: no BEGIN and COMMIT round trips."""
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
+    # A step run again after a lost connection, when the first run was applied, only
+    # leaves the App one slot emptier or one call more counted: stricter, never looser.
+    @retried_on_disconnect
     def _reserve(self) -> float:
         with self._autocommit() as conn:
             row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
@@ -213,6 +218,7 @@ class SharedRateLimiter(_Limiter):
                 row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
         return self._aimed(float(row.slot), float(row.wait))
 
+    @retried_on_disconnect
     def _go(self) -> float:
         """A caller whose slot came before the App's last calls left room (a slot paced
         exactly a span after a call that went late) would be refused: about every other

@@ -23,12 +23,15 @@ from sqlalchemy.exc import OperationalError
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def connect(url: str) -> Engine:
+def connect(url: str, *, pre_ping: bool = True) -> Engine:
+    """With `pre_ping`, every checkout from the pool first asks PostgreSQL whether the
+    connection still lives (one round trip). The dispatcher turns it off and retries
+    instead (`relay.store.disconnects`): it checks out several times per Kartra call."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=10)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 
 from relay.store.db import upsert
+from relay.store.disconnects import retried_on_disconnect
 from relay.store.tables import accounts, attempts, deliveries, events, leads, utcnow, workers
 
 UNFINISHED = ("pending",)
@@ -125,6 +126,7 @@ _CLAIM = (
 )
 
 
+@retried_on_disconnect
 def claim(
     engine: Engine, worker: str, *, limit: int, lease: timedelta, now: datetime | None = None
 ) -> list[Claimed]:
@@ -135,7 +137,9 @@ def claim(
     SET expressions read the row as it was, so `reclaimed` sees the old claimer.
 
     One statement, so it runs as its own transaction (autocommit): an explicit one
-    would cost two more round trips, BEGIN and COMMIT, on every claim."""
+    would cost two more round trips, BEGIN and COMMIT, on every claim. Run again after
+    a lost connection, it claims other deliveries; any the lost run claimed wait for
+    their lease to run out, as they would without the second run."""
     now = now or utcnow()
     values = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -146,6 +150,7 @@ def claim(
     )
 
 
+@retried_on_disconnect
 def refresh_statistics(engine: Engine) -> None:
     """Have PostgreSQL's planner statistics for `deliveries` describe the table as it is.
 
@@ -242,6 +247,7 @@ def finish(
         conn.execute(_ROLL_UP, values)
 
 
+@retried_on_disconnect
 def _finish_in_one_statement(
     engine: Engine, values: dict, rows: list[dict], lead: dict | None
 ) -> None:
@@ -376,9 +382,10 @@ def _finish_statement(records: int, learned: str | None):
     return select(_rolled_up()).select_from(finished).add_cte(*parts)
 
 
+@retried_on_disconnect
 def release(engine: Engine, worker: str) -> int:
     """Give back every claim `worker` holds (on shutdown), so others need not wait for
-    the lease to run out."""
+    the lease to run out. Once given back, there is nothing to give back again."""
     with engine.begin() as conn:
         return conn.execute(
             update(deliveries)
@@ -399,6 +406,7 @@ def expire_claims(engine: Engine) -> int:
         ).rowcount
 
 
+@retried_on_disconnect
 def last_call_ambiguous(engine: Engine, delivery_id: int) -> bool:
     """Whether an earlier call for this delivery may have been applied without an answer:
     then every later call may repeat it."""
@@ -435,6 +443,7 @@ def _remember_lead(conn, account: str, email: str, kartra_id: str | None) -> Non
         conn.execute(leads.delete().where(leads.c.account == account, leads.c.email == email))
 
 
+@retried_on_disconnect
 def pause_account(engine: Engine, name: str, reason: str) -> None:
     _set_paused(engine, name, True, reason)
 
@@ -458,13 +467,15 @@ def _set_paused(engine: Engine, name: str, paused: bool, reason: str | None) -> 
         )
 
 
+@retried_on_disconnect
 def beat(
     engine: Engine, worker: str, started_at: datetime, lease: timedelta, holding: list[int]
 ) -> None:
     """Say this dispatcher is alive (readiness checks read `workers.seen_at`) and extend
     the leases of the deliveries it is working on (`holding`): a claim outlives a slow
     Kartra call as long as its worker lives, and lapses soon after the worker dies, or
-    after the worker lost track of it (a crash while recording)."""
+    after the worker lost track of it (a crash while recording). Both may be done
+    twice."""
     now = utcnow()
     with engine.begin() as conn:
         upsert(conn, workers, {"name": worker, "started_at": started_at, "seen_at": now})
@@ -476,6 +487,7 @@ def beat(
             )
 
 
+@retried_on_disconnect
 def forget_worker(engine: Engine, worker: str) -> None:
     with engine.begin() as conn:
         conn.execute(workers.delete().where(workers.c.name == worker))

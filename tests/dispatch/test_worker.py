@@ -5,7 +5,8 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from structlog.testing import capture_logs
 from tenacity import wait_none
 
 from relay.config import Account, Config
@@ -288,6 +289,70 @@ def test_a_stored_delivery_wakes_an_idle_dispatcher_through_the_database(
         d.shutdown()
         thread.join(10)
         engine.dispose()
+
+
+def test_a_worker_without_pre_ping_survives_its_connections_being_terminated(
+    postgres, fake, kartra_url
+):
+    """The worker's engine does not ping before each checkout: a pooled connection that
+    PostgreSQL terminated fails its next statement, which is run again on a new one.
+    Every connection of the database is terminated every 0.3 s while 40 deliveries go
+    out through the shared rate limiter (4 s); each is still sent once and recorded
+    once."""
+    from relay.store import connect, migrate
+
+    url = postgres.new_database()
+    engine = connect(url, pre_ping=False)
+    migrate(engine)
+    admin = connect(url)  # pings: the test's own reads outlive the terminations
+    emails = [f"lead{i}@example.com" for i in range(40)]
+    for email in emails:
+        enqueue(engine, email=email)
+    # Half the fake's 20 calls/s: a busy machine's late, bunched calls must not add
+    # 429s, which this test would count as calls sent twice.
+    d = dispatcher(engine, config(kartra_url, kartra_rate_limit=10), poll_interval=0.05)
+    thread = threading.Thread(target=d.run)
+    terminated = 0
+    with capture_logs() as logs:
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(fake.call_log()) < len(emails) and time.monotonic() < deadline:
+                time.sleep(0.3)
+                with admin.connect() as conn:
+                    terminated += len(
+                        conn.execute(
+                            text(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE datname = current_database()"
+                                " AND pid <> pg_backend_pid()"
+                            )
+                        ).all()
+                    )
+            wait_until_recorded = time.monotonic() + 10
+            while _unfinished(admin) and time.monotonic() < wait_until_recorded:
+                time.sleep(0.05)
+        finally:
+            d.shutdown()
+            thread.join(10)
+    try:
+        assert terminated >= 5
+        assert [c["status"] for c in fake.call_log()] == [200] * len(emails)
+        assert all(fake.find_lead(email).tags == {"Customer"} for email in emails)
+        assert _unfinished(admin) == 0
+        with admin.connect() as conn:
+            recorded = conn.execute(select(attempts.c.outcome, attempts.c.ambiguous)).all()
+        assert sorted(recorded) == [("ok", False)] * len(emails)
+        failures = [e for e in logs if e["log_level"] in ("error", "critical")]
+        assert failures == []
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def _unfinished(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).where(deliveries.c.status != "delivered")).scalar()
 
 
 def test_each_account_uses_its_own_credentials_and_pauses_alone(engine, fake, kartra_url):
