@@ -72,6 +72,12 @@ ANALYZE_EVERY = 5.0
 # counted, the closer it comes to the calls after it (measured: time from the limiter to
 # the fake Kartra, max 43 ms at the default, 11 ms at 1 ms; CPU per call unchanged).
 SWITCH_INTERVAL = 0.001
+# With more due than free senders, claim once this many are free rather than one at a
+# time: a claim per finished call was the dispatcher's most frequent statement. The
+# senders are 12 so that 9 or more keep calls going meanwhile (20 calls/s at up to
+# 350 ms each needs 7 in flight).
+SENDERS = 12
+CLAIM_BATCH = 4
 
 
 def worker_name() -> str:
@@ -88,7 +94,8 @@ class Dispatcher:
         limiter: RateLimiter | None = None,
         backoff: Backoff | None = None,
         wake: threading.Event | None = None,
-        senders: int = 8,
+        senders: int = SENDERS,
+        claim_batch: int = CLAIM_BATCH,
         poll_interval: float = 1.0,
         retry_wait: Any = None,
     ):
@@ -106,6 +113,7 @@ class Dispatcher:
         self.wake = wake or threading.Event()
         self.stop = threading.Event()
         self.senders = senders
+        self.claim_batch = min(claim_batch, senders)
         self.poll_interval = poll_interval
         self.retry_wait = retry_wait or wait_exponential_jitter(initial=1, max=4, jitter=0.5)
         self.name = worker_name()
@@ -135,6 +143,7 @@ class Dispatcher:
         started_at = utcnow()
         next_beat = 0.0
         in_flight: set[Future] = set()
+        backlog = False  # the last claim took all it asked for: more is due
         listener = listen(self.engine, self.wake, self.stop)
         with ThreadPoolExecutor(self.senders, thread_name_prefix="sender") as pool:
             while not self.stop.is_set():
@@ -143,15 +152,18 @@ class Dispatcher:
                     self._beat(started_at)
                 in_flight = {f for f in in_flight if not f.done()}
                 free = self.senders - len(in_flight)
+                wanted = free if free >= self.claim_batch or not backlog else 0
                 self.wake.clear()
-                claimed = self._claim(free) if free else []
+                claimed = self._claim(wanted) if wanted else []
+                if wanted:
+                    backlog = len(claimed) == wanted
                 for delivery in claimed:
                     with self._holding_lock:
                         self.holding.add(delivery.id)
                     in_flight.add(pool.submit(self._process_and_wake, delivery))
                 # shutdown() sets stop, then wake: a wake cleared above after it was
                 # set leaves stop to see here
-                if (len(claimed) < free or not free) and not self.stop.is_set():
+                if (len(claimed) < wanted or not wanted) and not self.stop.is_set():
                     self.wake.wait(self.poll_interval)
         if listener:
             listener.join(timeout=5)
