@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -118,8 +118,12 @@ class Dispatcher:
         self.retry_wait = retry_wait or wait_exponential_jitter(initial=1, max=4, jitter=0.5)
         self.name = worker_name()
         self.lease = timedelta(seconds=config.delivery_lease)
+        # The deliveries claimed and not yet finished; with the two below, guarded by
+        # _holding_lock, which senders finishing and the claiming loop share.
         self.holding: set[int] = set()
         self._holding_lock = threading.Lock()
+        self._backlog = False  # the last claim took all it asked for: more is due
+        self._finished = 0
         self._analyzed_at = float("-inf")
 
     def run(self) -> None:
@@ -142,28 +146,30 @@ class Dispatcher:
                 )
         started_at = utcnow()
         next_beat = 0.0
-        in_flight: set[Future] = set()
-        backlog = False  # the last claim took all it asked for: more is due
         listener = listen(self.engine, self.wake, self.stop)
         with ThreadPoolExecutor(self.senders, thread_name_prefix="sender") as pool:
             while not self.stop.is_set():
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.lease.total_seconds() / 6
                     self._beat(started_at)
-                in_flight = {f for f in in_flight if not f.done()}
-                free = self.senders - len(in_flight)
-                wanted = free if free >= self.claim_batch or not backlog else 0
                 self.wake.clear()
+                with self._holding_lock:
+                    free = self.senders - len(self.holding)
+                    finished = self._finished
+                wanted = free if free >= self.claim_batch or not self._backlog else 0
                 claimed = self._claim(wanted) if wanted else []
-                if wanted:
-                    backlog = len(claimed) == wanted
+                with self._holding_lock:
+                    if wanted:
+                        self._backlog = len(claimed) == wanted
+                    self.holding.update(delivery.id for delivery in claimed)
+                    # a sender that finished meanwhile judged by the backlog as it was
+                    missed = self._finished != finished
                 for delivery in claimed:
-                    with self._holding_lock:
-                        self.holding.add(delivery.id)
-                    in_flight.add(pool.submit(self._process_and_wake, delivery))
+                    pool.submit(self._process_and_wake, delivery)
                 # shutdown() sets stop, then wake: a wake cleared above after it was
                 # set leaves stop to see here
-                if (len(claimed) < wanted or not wanted) and not self.stop.is_set():
+                idle = len(claimed) < wanted or not wanted
+                if idle and not missed and not self.stop.is_set():
                     self.wake.wait(self.poll_interval)
         if listener:
             listener.join(timeout=5)
@@ -226,7 +232,11 @@ class Dispatcher:
         finally:
             with self._holding_lock:
                 self.holding.discard(delivery.id)
-            self.wake.set()
+                self._finished += 1
+                free = self.senders - len(self.holding)
+                wanted = free >= self.claim_batch or not self._backlog
+            if wanted:
+                self.wake.set()
 
     def process(self, delivery: queue.Claimed) -> None:
         if self.config.dry_run:
