@@ -70,7 +70,8 @@ ANALYZE_EVERY = 5.0
 # A sender whose limiter slot has come must not wait behind the other threads' work, up
 # to several 5 ms turns: the later its call reaches Kartra after the time the limiter
 # counted, the closer it comes to the calls after it (measured: time from the limiter to
-# the fake Kartra, max 43 ms at the default, 11 ms at 1 ms; CPU per call unchanged).
+# the fake Kartra, max 43 ms at the default, 11 ms at 1 ms; about 0.3-0.6 ms more CPU a
+# call, bench/README.md).
 SWITCH_INTERVAL = 0.001
 # With more due than free senders, claim once this many are free rather than one at a
 # time: a claim per finished call was the dispatcher's most frequent statement. The
