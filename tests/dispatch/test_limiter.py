@@ -2,9 +2,11 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import event, text
 
 from relay.dispatch.backoff import Backoff
-from relay.dispatch.limiter import RateLimiter
+from relay.dispatch.limiter import RateLimiter, SharedRateLimiter
+from relay.store import connect, migrate
 
 
 class FakeClock:
@@ -130,22 +132,41 @@ def test_backoff_grows_and_is_jittered_within_bounds():
     assert len({round(d) for d in delays}) == len(delays)
 
 
-def test_shared_limiter_paces_every_process_through_postgresql(postgres):
-    from relay.dispatch.limiter import SharedRateLimiter
-    from relay.store import connect, migrate
-
+@pytest.fixture
+def pg_engine(postgres):
+    """A migrated PostgreSQL database of its own: where the shared limiter keeps the App's
+    row."""
     engine = connect(postgres.new_database())
     migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def go_at_once(limiter: SharedRateLimiter, calls: int) -> None:
+    """`calls` calls reserved and gone without sleeping (their callers all woke late,
+    together)."""
+    for _ in range(calls):
+        limiter._reserve()
+        assert limiter._go() == 0
+
+
+def sent_times(engine, key: str) -> list[float]:
+    """The App's row's times of its last calls, oldest first."""
+    with engine.connect() as conn:
+        sent = conn.execute(text("SELECT sent FROM rate_limits WHERE key = :key"), {"key": key})
+        return sent.scalar_one()
+
+
+def test_shared_limiter_paces_every_process_through_postgresql(pg_engine):
     slots = []
 
     def sleep(seconds):
         slots.append(time.time() + seconds)
 
     # two limiters stand for two worker processes sharing one App
-    limiters = [SharedRateLimiter(engine, "kartra-app:x", 20, sleep=sleep) for _ in range(2)]
+    limiters = [SharedRateLimiter(pg_engine, "kartra-app:x", 20, sleep=sleep) for _ in range(2)]
     for i in range(10):
         limiters[i % 2].acquire()
-    engine.dispose()
     # each slot is one interval after the previous one, whoever reserved it (the first
     # call goes at once: no sleep)
     steps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
@@ -153,89 +174,53 @@ def test_shared_limiter_paces_every_process_through_postgresql(postgres):
     assert all(step == pytest.approx(1.03 / 20, abs=0.002) for step in steps)
 
 
-def test_shared_limiter_holds_a_call_until_the_apps_last_calls_leave_room(postgres):
-    from sqlalchemy import text
-
-    from relay.dispatch.limiter import SharedRateLimiter
-    from relay.store import connect, migrate
-
-    engine = connect(postgres.new_database())
-    migrate(engine)
-    # one process sent its 5 calls at once (its callers all woke late, together)
-    first = SharedRateLimiter(engine, "kartra-app:z", 5, sleep=lambda seconds: None)
-    for _ in range(5):
-        first._reserve()
-        assert first._go() == 0
+def test_shared_limiter_holds_a_call_until_the_apps_last_calls_leave_room(pg_engine):
+    # one process sent its 5 calls at once
+    go_at_once(SharedRateLimiter(pg_engine, "kartra-app:z", 5), 5)
     # another process's next call waits until the oldest of them is a span old
-    second = SharedRateLimiter(engine, "kartra-app:z", 5)
+    second = SharedRateLimiter(pg_engine, "kartra-app:z", 5)
     wait = second._go()
     assert 0.9 < wait <= 1.03
     started = time.monotonic()
     second.acquire()
     assert wait - 0.05 <= time.monotonic() - started <= wait + 0.5
-    with engine.connect() as conn:
-        sent = conn.execute(text("SELECT sent FROM rate_limits WHERE key = 'kartra-app:z'"))
-        times = sent.scalar_one()
-    engine.dispose()
+    times = sent_times(pg_engine, "kartra-app:z")
     # only the last 5 are kept, oldest first; the first one sent went at once with the
     # one dropped, so the newest is a span after it, give or take those moments
     assert len(times) == 5 and times == sorted(times)
     assert times[-1] - times[0] >= 1.0
 
 
-def test_a_call_the_app_has_no_room_for_yet_waits_without_asking_again(postgres):
+def test_a_call_the_app_has_no_room_for_yet_waits_without_asking_again(pg_engine):
     """The row's answer says when the App's last calls leave room: a caller of the same
     process that comes earlier waits for it without a round trip to be refused."""
-    from sqlalchemy import event
-
-    from relay.dispatch.limiter import SharedRateLimiter
-    from relay.store import connect, migrate
-
-    engine = connect(postgres.new_database())
-    migrate(engine)
-    limiter = SharedRateLimiter(engine, "kartra-app:w", 5, sleep=lambda seconds: None)
-    for _ in range(5):
-        limiter._reserve()
-        assert limiter._go() == 0
+    limiter = SharedRateLimiter(pg_engine, "kartra-app:w", 5)
+    go_at_once(limiter, 5)
     statements = []
-    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    event.listen(pg_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     wait = limiter._go()
-    engine.dispose()
     assert 0.9 < wait <= 1.03
     assert statements == []
 
 
-def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(postgres):
-    from relay.dispatch.limiter import SharedRateLimiter
-    from relay.store import connect, migrate
-
-    engine = connect(postgres.new_database())
-    migrate(engine)
+def test_a_machine_clock_far_from_the_databases_falls_back_to_its_wait(pg_engine):
     waits = []
     skewed = SharedRateLimiter(
-        engine, "kartra-app:y", 20, clock=lambda: time.time() + 3600, sleep=waits.append
+        pg_engine, "kartra-app:y", 20, clock=lambda: time.time() + 3600, sleep=waits.append
     )
     for _ in range(5):
         skewed.acquire()
-    engine.dispose()
     # the waits are the database's: a growing fraction of a second, not an hour
     assert len(waits) == 4 and waits == sorted(waits)
     assert all(0 < wait < 5 * 1.03 / 20 for wait in waits)
 
 
-def test_a_call_that_waited_for_another_callers_lock_counts_from_when_it_went(postgres):
-    from sqlalchemy import text
-
-    from relay.dispatch.limiter import SharedRateLimiter
-    from relay.store import connect, migrate
-
-    engine = connect(postgres.new_database())
-    migrate(engine)
-    limiter = SharedRateLimiter(engine, "kartra-app:w", 20, sleep=lambda seconds: None)
+def test_a_call_that_waited_for_another_callers_lock_counts_from_when_it_went(pg_engine):
+    limiter = SharedRateLimiter(pg_engine, "kartra-app:w", 20, sleep=lambda seconds: None)
     limiter.acquire()
     # another process holds the App's row (a backend descheduled mid-statement) while
     # this caller's go waits for it
-    with engine.connect() as holder:
+    with pg_engine.connect() as holder:
         holder.execute(text("SELECT 1 FROM rate_limits WHERE key = 'kartra-app:w' FOR UPDATE"))
         going = threading.Thread(target=limiter._go)
         going.start()
@@ -243,9 +228,6 @@ def test_a_call_that_waited_for_another_callers_lock_counts_from_when_it_went(po
         released = holder.execute(text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar()
         holder.commit()
         going.join(5)
-    with engine.connect() as conn:
-        sent = conn.execute(text("SELECT sent FROM rate_limits WHERE key = 'kartra-app:w'"))
-        went = sent.scalar_one()[-1]
-    engine.dispose()
+    went = sent_times(pg_engine, "kartra-app:w")[-1]
     # counted from before the wait, the call would let the one 20 after it go 0.3 s early
     assert went >= float(released)
