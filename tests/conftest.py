@@ -1,5 +1,8 @@
 """Fixtures shared by every room's tests."""
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +17,21 @@ from tests.postgres import Cluster
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "sources" / "fixtures"
+
+
+def fresh_python(code: str, **env: str | None) -> subprocess.CompletedProcess:
+    """Run `code` in a new interpreter at the project's root, as a process of the relay
+    starts; a variable given as None is left out of its environment."""
+    environment = {**os.environ, "LOG_LEVEL": "warning", **env}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={name: value for name, value in environment.items() if value is not None},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
 
 DATABASES = ("sqlite", "postgresql")

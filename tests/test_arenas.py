@@ -2,14 +2,12 @@
 check runs in a fresh interpreter: glibc's limit holds for the whole process."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from relay.store import connect, migrate
-from tests.conftest import ROOT
+from tests.conftest import fresh_python
 
 # Eight threads allocate at once, as gunicorn's threads or the senders do; glibc then
 # prints one "Arena N:" block per arena on stderr.
@@ -39,16 +37,7 @@ glibc = pytest.mark.skipif(
 
 
 def arenas(code: str, **env: str | None) -> int:
-    environment = {**os.environ, "LOG_LEVEL": "warning", **env}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + ARENAS_AFTER_EIGHT_THREADS],
-        cwd=ROOT,
-        env={name: value for name, value in environment.items() if value is not None},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = fresh_python(textwrap.dedent(code) + ARENAS_AFTER_EIGHT_THREADS, **env)
     return done.stderr.count("Arena ")
 
 

@@ -3,13 +3,10 @@ stays resident in it, and the web processes, gunicorn's master and the worker ar
 measured together. Each check runs in a fresh interpreter, as the process starts."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 from relay.store import connect, migrate
-from tests.conftest import ROOT
+from tests.conftest import fresh_python
 
 REPORT = "import json, sys; print(json.dumps(sorted(m for m in {} if m in sys.modules)))"
 
@@ -17,17 +14,7 @@ REPORT = "import json, sys; print(json.dumps(sorted(m for m in {} if m in sys.mo
 def loaded(code: str, modules: list[str], **env: str | None) -> list[str]:
     """Which of `modules` a fresh interpreter has loaded after running `code`; a
     variable given as None is left out of its environment."""
-    script = textwrap.dedent(code) + "\n" + REPORT.format(modules)
-    environment = {**os.environ, "LOG_LEVEL": "warning", **env}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={name: value for name, value in environment.items() if value is not None},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = fresh_python(textwrap.dedent(code) + "\n" + REPORT.format(modules), **env)
     return json.loads(done.stdout.splitlines()[-1])
 
 
