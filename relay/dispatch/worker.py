@@ -155,9 +155,8 @@ class Dispatcher:
                     self._beat(started_at)
                 self.wake.clear()
                 with self._holding_lock:
-                    free = self.senders - len(self.holding)
+                    wanted = self._to_claim()
                     finished = self._finished
-                wanted = free if free >= self.claim_batch or not self._backlog else 0
                 claimed = self._claim(wanted) if wanted else []
                 with self._holding_lock:
                     if wanted:
@@ -234,10 +233,15 @@ class Dispatcher:
             with self._holding_lock:
                 self.holding.discard(delivery.id)
                 self._finished += 1
-                free = self.senders - len(self.holding)
-                wanted = free >= self.claim_batch or not self._backlog
+                wanted = self._to_claim()
             if wanted:
                 self.wake.set()
+
+    def _to_claim(self) -> int:
+        """How many deliveries to claim now, under `_holding_lock`: every free sender's,
+        once `claim_batch` senders are free while a backlog lasts, else as soon as one is."""
+        free = self.senders - len(self.holding)
+        return free if free >= self.claim_batch or not self._backlog else 0
 
     def process(self, delivery: queue.Claimed) -> None:
         if self.config.dry_run:
