@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -68,10 +67,7 @@ def main() -> None:
             for _ in range(options.workers):
                 stack.worker()
             expected = len(bodies)
-            deadline = time.monotonic() + expected / LIMIT * 3 + 60
-            while time.monotonic() < deadline and stack.answered() < expected:
-                time.sleep(1)
-            calls = stack.calls()
+            calls = stack.calls_once_answered(expected, within=expected / LIMIT * 3 + 60)
             leads = requests.get(stack.fake_url + "/_fake/leads", timeout=10).json()
             report(calls, expected, {str(lead["id"]): lead["email"] for lead in leads})
     finally:

@@ -37,10 +37,7 @@ def measure(events: int = 2000) -> dict:
             time.sleep(3)
             cpu_before = cpu_seconds(worker.pid)
             fill_queue(database_url, events, "dispatch")
-            deadline = time.monotonic() + events / LIMIT * 2 + 60
-            while time.monotonic() < deadline and stack.answered() < events:
-                time.sleep(1)
-            calls = stack.calls()
+            calls = stack.calls_once_answered(events, within=events / LIMIT * 2 + 60)
             cpu = cpu_seconds(worker.pid) - cpu_before
             rss, pss = peak_rss_mb(worker.pid), pss_mb(worker.pid)
     finally:

@@ -128,6 +128,14 @@ class Stack:
         stamps of the calls coming in meanwhile (and so made 429s of them)."""
         return requests.get(self.fake_url + "/_fake/answered", timeout=10).json()
 
+    def calls_once_answered(self, count: int, within: float) -> list[dict]:
+        """The fake's whole log, fetched once `count` calls were answered 200 or `within`
+        seconds passed, whichever comes first."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and self.answered() < count:
+            time.sleep(1)
+        return self.calls()
+
     def _start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = self.work / f"{name}-{len(self.processes)}.log"
         process = subprocess.Popen(
