@@ -52,7 +52,7 @@ def window(rate: float, margin: float) -> tuple[int, float]:
     return burst, burst * pacing_interval(rate, margin)
 
 
-class _Limiter:
+class Limiter:
     """The two steps both limiters take: sleep until the caller's slot, then until the
     App's last calls leave room; where the slot and the times are kept is theirs."""
 
@@ -89,7 +89,7 @@ class _Limiter:
         raise NotImplementedError
 
 
-class RateLimiter(_Limiter):
+class RateLimiter(Limiter):
     def __init__(
         self,
         rate: float,
@@ -176,7 +176,7 @@ _GO = text(
 CLOCKS_AGREE = 0.25
 
 
-class SharedRateLimiter(_Limiter):
+class SharedRateLimiter(Limiter):
     """The slot's wait is aimed at its time on this machine's clock, measured after the
     reservation, so how long the reservation took does not shift the call; a clock that
     disagrees with the database's falls back to the wait the database computed."""
@@ -244,7 +244,7 @@ class SharedRateLimiter(_Limiter):
         return aimed if abs(aimed - wait) < CLOCKS_AGREE else wait
 
 
-def rate_limiter_for(engine: Engine, app_id: str | None, rate: float):
+def rate_limiter_for(engine: Engine, app_id: str | None, rate: float) -> Limiter:
     """Shared through the database on PostgreSQL; in process memory on SQLite, where
     the relay runs as one process."""
     if engine.dialect.name == "postgresql":

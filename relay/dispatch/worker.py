@@ -38,7 +38,7 @@ from tenacity import (
 
 from relay.config import Config
 from relay.dispatch.backoff import Backoff
-from relay.dispatch.limiter import RateLimiter, rate_limiter_for
+from relay.dispatch.limiter import Limiter, rate_limiter_for
 from relay.kartra import (
     ACTIONS,
     AccountError,
@@ -92,7 +92,7 @@ class Dispatcher:
         engine: Engine,
         *,
         client: KartraClient | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         backoff: Backoff | None = None,
         wake: threading.Event | None = None,
         senders: int = SENDERS,
