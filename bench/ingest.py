@@ -8,9 +8,10 @@ with its delivery plan before answering. Every request carries a new event id (a
 repeated id would be answered as a duplicate without storing anything), so wrk cycles
 through a file of requests signed beforehand, more than a run can send.
 
-Two loads per server: as fast as 32 connections go (accepted events/s, p50/p99), then
-about half that rate (wrk's per-connection `delay()`, 32 connections), for p99 at a
-rate the server keeps up with.
+Two loads per server: as fast as 32 connections go, from wrk (accepted events/s,
+p50/p99), then half that rate from an open-loop generator (`bench/openloop.py`: a
+constant rate over 32 connections, each request timed from when it was due), for p99
+at a rate the server keeps up with.
 
     .venv/bin/python -m bench.ingest [--seconds 10]
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from bench import runtime
+from bench import openloop, runtime
 from bench.memory import peak_rss_mb, pss_mb
 from bench.stack import ROOT, Stack, free_port, wait_http
 from tests.postgres import Cluster
@@ -39,26 +40,23 @@ SECRET = "whsec_bench_0123456789abcdef"
 CONNECTIONS = 32
 MAPPING = (ROOT / "mappings" / "examples" / "stripe.yaml").read_text()
 
+JSON_TYPE = "application/json; charset=utf-8"
 LUA = """
-local requests, n, pause = {}, 0, 0
+local requests, n = {}, 0
 function init(args)
   for line in io.lines(args[1]) do
     local signature, body = line:match("^([^\\t]*)\\t(.*)$")
     requests[#requests + 1] = wrk.format("POST", nil, {
-      ["Content-Type"] = "application/json; charset=utf-8",
+      ["Content-Type"] = "JSON_TYPE",
       ["Stripe-Signature"] = signature,
     }, body)
-  end
-  pause = tonumber(args[2])
-  if pause > 0 then
-    delay = function() return math.random(0, 2 * pause) end
   end
 end
 function request()
   n = n + 1
   return requests[(n - 1) % #requests + 1]
 end
-"""
+""".replace("JSON_TYPE", JSON_TYPE)
 
 
 def event_body(tag: str, n: int) -> bytes:
@@ -126,13 +124,23 @@ def stripe_signature(body: bytes, timestamp: int, secret: str = SECRET) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def signed_events(tag: str, count: int):
+    """`count` (signature, body) pairs, signed now."""
+    timestamp = int(time.time())
+    for n in range(count):
+        body = event_body(tag, n)
+        yield stripe_signature(body, timestamp), body
+
+
+def signed_headers(signature: str) -> dict[str, str]:
+    return {"Content-Type": JSON_TYPE, "Stripe-Signature": signature}
+
+
 def write_requests(path: Path, tag: str, count: int) -> Path:
     """`count` signed events, one `signature<TAB>body` line each, for wrk's script."""
-    timestamp = int(time.time())
     with path.open("wb") as out:
-        for n in range(count):
-            body = event_body(tag, n)
-            out.write(stripe_signature(body, timestamp).encode() + b"\t" + body + b"\n")
+        for signature, body in signed_events(tag, count):
+            out.write(signature.encode() + b"\t" + body + b"\n")
     return path
 
 
@@ -159,7 +167,7 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, requests_file: Path, seconds: float, pause_ms: float, work: Path) -> dict:
+def wrk(url: str, requests_file: Path, seconds: float, work: Path) -> dict:
     script = work / "signed.lua"
     script.write_text(LUA)
     command = [
@@ -175,7 +183,6 @@ def wrk(url: str, requests_file: Path, seconds: float, pause_ms: float, work: Pa
         url,
         "--",
         str(requests_file),
-        str(pause_ms),
     ]
     out = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=True
@@ -192,23 +199,25 @@ def wrk(url: str, requests_file: Path, seconds: float, pause_ms: float, work: Pa
         "rate": (requests - (int(refused.group(1)) if refused else 0)) / elapsed,
         "p50": _ms(percentiles["50"]),
         "p99": _ms(percentiles["99"]),
-        "command": " ".join(command[:10] + ["URL", "--", "REQUESTS", str(pause_ms)]),
+        "command": " ".join(command[:10] + ["URL", "--", "REQUESTS"]),
     }
 
 
 def load(url: str, tag: str, seconds: float, work: Path, *, half: bool) -> dict:
-    """Full speed for `seconds` (after a 2 s warm-up), then about half that rate."""
+    """Full speed for `seconds` (after a 2 s warm-up), then half that rate."""
     capacity = int(seconds * 9000)
-    wrk(url, write_requests(work / "warm.txt", tag + "w", 20000), 2, 0, work)
-    full = wrk(url, write_requests(work / "full.txt", tag + "f", capacity), seconds, 0, work)
+    wrk(url, write_requests(work / "warm.txt", tag + "w", 20000), 2, work)
+    full = wrk(url, write_requests(work / "full.txt", tag + "f", capacity), seconds, work)
     if full["requests"] > capacity:
         raise SystemExit(f"{tag}: wrk sent more requests than it had signed ({capacity})")
     result = {"full": full}
     if half:
         target = full["rate"] / 2
-        pause = CONNECTIONS / target * 1000
-        requests_file = write_requests(work / "half.txt", tag + "h", int(seconds * 5000))
-        result["half"] = {**wrk(url, requests_file, seconds, pause, work), "target": target}
+        events = (
+            (signed_headers(signature), body)
+            for signature, body in signed_events(tag + "h", int(target * seconds) + 1)
+        )
+        result["half"] = {**openloop.measure(url, events, target, seconds, work), "target": target}
     return result
 
 

@@ -1,15 +1,10 @@
-"""Helpers the dispatch and backlog benchmarks share: filling a queue fast, posting at
-a fixed rate, reading a process's CPU time, and rates from the fake Kartra's call log."""
+"""Helpers the dispatch and backlog benchmarks share: filling a queue fast, reading a
+process's CPU time, and the calls in a window of the fake Kartra's call log."""
 
 from __future__ import annotations
 
 import os
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import requests
 
 from bench.stack import ROOT
 from relay.mapping import load_mapping
@@ -60,31 +55,6 @@ def fill_queue(database_url: str, count: int, tag: str, leads: int | None = None
                 batch = []
     finally:
         engine.dispose()
-
-
-def paced_posts(url: str, rate: float, seconds: float, tag: str, threads: int = 8) -> list[float]:
-    """POST a demo-form event every 1/`rate` s for `seconds` (each at its scheduled time,
-    from `threads` keep-alive connections); the answer times in ms, in order sent."""
-    local = threading.local()
-    start = time.monotonic() + 0.2
-
-    def post(n: int) -> float:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        delay = start + n / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        sent = time.perf_counter()
-        session.post(url, data={"email": f"{tag}{n}@example.com"}, timeout=10).raise_for_status()
-        return (time.perf_counter() - sent) * 1000
-
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(post, range(int(rate * seconds))))
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 def calls_in(calls: list[dict], start: float, end: float) -> list[dict]:
