@@ -18,7 +18,7 @@ import argparse
 import bisect
 import random
 import socket
-import sys
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -512,7 +512,7 @@ def create_app(fake: FakeKartra) -> Flask:
 
     @app.post("/api")
     def api() -> tuple[Response, int]:
-        arrived = time.time()
+        arrived = getattr(request.environ.get("gunicorn.socket"), "arrived", None) or time.time()
         params = decode(request.get_data())
         admitted = fake.arrive(params, at=arrived)
         pause = fake.delay()
@@ -641,6 +641,40 @@ def main(argv: list[str] | None = None) -> None:
     serve_keep_alive(create_app(fake), args.host, args.port)
 
 
+# Linux's SO_TIMESTAMP, which Python's socket module does not name: the kernel stamps each
+# segment with the time it reached the machine, and recvmsg() hands the stamp over.
+SO_TIMESTAMP = 29
+_TIMEVAL = struct.Struct("qq")
+
+
+class _StampedSocket(socket.socket):
+    """A client connection that knows when the current request's first bytes reached the
+    machine (`arrived`, on time.time()'s clock), whenever its thread gets to read them."""
+
+    arrived: float | None = None
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data, ancillary, _, _ = self.recvmsg(bufsize, socket.CMSG_SPACE(_TIMEVAL.size), flags)
+        for level, kind, stamp in ancillary:
+            if self.arrived is None and (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMP):
+                seconds, micros = _TIMEVAL.unpack(stamp[: _TIMEVAL.size])
+                self.arrived = seconds + micros / 1e6
+        return data
+
+
+class _StampingListener:
+    def __init__(self, listener: socket.socket):
+        self.listener = listener
+
+    def accept(self) -> tuple[_StampedSocket, object]:
+        client, address = self.listener.accept()
+        sock = _StampedSocket(client.family, client.type, client.proto, fileno=client.detach())
+        return sock, address
+
+    def getsockname(self):
+        return self.listener.getsockname()
+
+
 def serve_keep_alive(app: Flask, host: str, port: int) -> None:
     """Serve `app` as Kartra's own web server does: HTTP/1.1 connections kept alive between
     requests. werkzeug's development server closes every connection, which would have the
@@ -648,18 +682,31 @@ def serve_keep_alive(app: Flask, host: str, port: int) -> None:
 
     gunicorn, one process (the fake's state lives in its memory) with a thread per request
     in flight, enough for several dispatchers; idle connections are kept 75 s, nginx's
-    default. A thread holds the GIL for at most 1 ms while another waits (5 ms by
-    default): a request's arrival is stamped by its own thread, which must not queue
-    behind the others' turns. What remains on a loaded machine is its scheduling: stamps
-    up to 55 ms after the bytes were sent, at load 3, at either interval."""
+    default. A call counts against the limit from when its first bytes reached the
+    machine, by the kernel's stamp (SO_TIMESTAMP), as it would on Kartra's own servers:
+    on a machine shared with the relay, the thread that handles a call can run tens of
+    milliseconds later (up to 55 ms at load 3), and stamping then moved calls closer
+    together than they were sent."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.workers.gthread import ThreadWorker
 
-    sys.setswitchinterval(0.001)
+    class StampingWorker(ThreadWorker):
+        def init_process(self) -> None:
+            for listener in self.sockets:  # accepted connections inherit the option
+                listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+            super().init_process()
+
+        def accept(self, listener: socket.socket) -> None:
+            super().accept(_StampingListener(listener))
+
+        def handle(self, conn):
+            conn.sock.arrived = None  # the next request's clock starts at its first read
+            return super().handle(conn)
 
     settings = {
         "bind": f"{host}:{port}",
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": StampingWorker,
         "threads": 64,
         "keepalive": 75,
         "graceful_timeout": 5,

@@ -2,6 +2,8 @@
 and the environment's proxy settings honoured (read once, when the client is built)."""
 
 import http.client
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -33,6 +35,34 @@ def test_the_fake_keeps_a_connection_alive_between_requests(fake_process) -> Non
         sockets.append(connection.sock)  # None once the server closed it
     connection.close()
     assert sockets[0] is not None and sockets[1] is sockets[0]
+
+
+def test_the_fake_counts_a_call_from_when_its_first_bytes_arrived(fake_process) -> None:
+    """The rate limit counts calls by arrival, as Kartra does: by the kernel's stamp of
+    the first bytes, not by when the fake's thread came to handle the call. Here the
+    rest of the call follows its first line 0.4 s later; the call must count from the
+    first line, on each of two requests over one kept-alive connection."""
+    body = encode({"app_id": APP_ID, "api_key": API_KEY, "api_password": API_PASSWORD, **READ_TAGS})
+    rest = (
+        f"Host: fake\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\n\r\n{body}"
+    ).encode()
+    sent = []
+    with socket.create_connection(urlsplit(fake_process).netloc.split(":"), timeout=5) as sock:
+        for _ in range(2):
+            sent.append(time.time())
+            sock.sendall(b"POST /api HTTP/1.1\r\n")
+            time.sleep(0.4)
+            sock.sendall(rest)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert response.status == 200 and response.read()
+    stamps = [
+        call["time"] for call in requests.get(fake_process + "/_fake/calls", timeout=5).json()
+    ]
+    assert len(stamps) == 2
+    for at, stamp in zip(sent, stamps, strict=True):
+        assert at <= stamp < at + 0.1
 
 
 def test_calls_reuse_pooled_connections_from_every_thread(fake_process, credentials) -> None:
