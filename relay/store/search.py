@@ -102,7 +102,7 @@ def search_events(
     if cursor:
         query = query.where(events.c.id < cursor)
     query = query.order_by(events.c.id.desc()).limit(limit + 1)
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         rows = conn.execute(query).all()
         emails = _emails(conn, [r.id for r in rows[:limit]])
     found = [EventSummary(*row, email=emails.get(row.id)) for row in rows[:limit]]
@@ -260,7 +260,7 @@ def counts(engine: Engine, *, since: datetime | None = None) -> Counts:
     """Events per status and per route and status, deliveries per status."""
     event_where = [events.c.received_at >= since] if since else []
     delivery_where = [deliveries.c.created_at >= since] if since else []
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         by_route = conn.execute(
             select(events.c.route, events.c.status, func.count())
             .where(*event_where)
