@@ -124,8 +124,9 @@ class Stack:
 
     def answered(self) -> int:
         """Calls answered 200 so far. Polling this, not the whole log: serialising
-        thousands of calls holds the fake's GIL for tens of ms, which delays the arrival
-        stamps of the calls coming in meanwhile (and so made 429s of them)."""
+        thousands of calls holds the fake's GIL for tens of ms, which delays the answers
+        to the calls coming in meanwhile (and, before the fake took its arrival times
+        from the kernel, their stamps, and so made 429s of them)."""
         return requests.get(self.fake_url + "/_fake/answered", timeout=10).json()
 
     def calls_once_answered(self, count: int, within: float) -> list[dict]:
@@ -152,10 +153,10 @@ class Stack:
 
 
 def _ahead_of_the_relay() -> None:
-    """The fake Kartra stands in for servers that do not share the relay's CPUs. At the
-    same priority on 2 cores, its own scheduling delays (tens of ms while the relay's
-    processes ran) moved the arrival times it counts the rate limit by, so a 429 could
-    measure the fake's lateness, not the relay's calls. It runs at nice -10 when allowed
-    (root or CAP_SYS_NICE), else at the same priority."""
+    """The fake Kartra stands in for servers that do not share the relay's CPUs. It
+    counts calls by the kernel's arrival stamps, which its scheduling cannot move; at
+    the same priority on 2 cores its answers would still come tens of ms late while the
+    relay's processes ran, on top of the latency it plays. It runs at nice -10 when
+    allowed (root or CAP_SYS_NICE), else at the same priority."""
     with contextlib.suppress(PermissionError):
         os.nice(-10)
