@@ -2,37 +2,66 @@
 at 20 calls/s per App with 250 ms +- 100 ms latency, on PostgreSQL.
 
 Measures, at the fake Kartra: sustained calls per second as a share of the limit
-(first to last call), HTTP 429s, the busiest 1-second window; and the worker's CPU
+(first to last call), HTTP 429s, the busiest 1-second window, how many connections
+carried the calls; and the worker's CPU
 time per call (from /proc, counted from when it is up and idle) and its peak RSS.
-Bounded: 2,000 calls at 20/s take 100 s; the wait has a deadline.
+First, against the same fake, the baseline: a bare requests.Session paced at the
+limiter's rate (`bench/bare_sender.py`), its CPU per call. Bounded: 2,000 calls at
+20/s take 100 s, the baseline's 400 calls 21 s; the waits have deadlines.
 
-    .venv/bin/python -m bench.dispatch [--events 2000]
+    .venv/bin/python -m bench.dispatch [--events 2000] [--bare-calls 400]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import requests
+
+from bench import runtime
 from bench.cluster import busiest_window
 from bench.load import cpu_seconds, fill_queue
 from bench.memory import peak_rss_mb, pss_mb
-from bench.stack import Stack
+from bench.stack import ROOT, Stack
 from tests.postgres import Cluster
 
 LIMIT = 20
 
 
-def measure(events: int = 2000) -> dict:
+def bare(stack: Stack, calls: int) -> dict:
+    """The baseline's figures; then the fake forgets its calls and rate windows."""
+    done = subprocess.run(
+        [
+            runtime.python(),
+            "-m",
+            "bench.bare_sender",
+            stack.fake_url + "/api",
+            "--calls",
+            str(calls),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=calls / LIMIT * 2 + 60,
+    )
+    requests.post(stack.fake_url + "/_fake/reset", timeout=10).raise_for_status()
+    time.sleep(1)
+    return json.loads(done.stdout)
+
+
+def measure(events: int = 2000, bare_calls: int = 400) -> dict:
     work = Path(tempfile.mkdtemp(prefix="relay-dispatch-"))
     cluster = Cluster().start()
     try:
         database_url = cluster.new_database()
         fake = ("--rate-limit", str(LIMIT), "--latency-ms", "250", "--jitter-ms", "100")
         with Stack(database_url, work, *fake) as stack:
+            baseline = bare(stack, bare_calls) if bare_calls else None
             worker = stack.worker()
             time.sleep(3)
             cpu_before = cpu_seconds(worker.pid)
@@ -52,21 +81,32 @@ def measure(events: int = 2000) -> dict:
         "share": rate / LIMIT,
         "http_429": sum(1 for c in calls if c["status"] == 429),
         "busiest_window": busiest_window(ok),
+        "connections": len({c["peer"] for c in calls}),
         "cpu_ms_per_call": cpu / max(1, len(calls)) * 1000,
         "worker_rss_mb": rss,
         "worker_pss_mb": pss,
+        "bare_cpu_ms_per_call": baseline and baseline["cpu_ms_per_call"],
+        "bare_rate": baseline and baseline["rate"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
-    result = measure(parser.parse_args().events)
+    parser.add_argument("--bare-calls", type=int, default=400, help="0: no baseline")
+    options = parser.parse_args()
+    result = measure(options.events, options.bare_calls)
     print(
         f"{result['calls']}/{result['events']} calls, {result['rate']:.2f} calls/s "
         f"({result['share']:.1%} of {LIMIT}), {result['http_429']} x 429, busiest second "
-        f"{result['busiest_window']}, worker CPU {result['cpu_ms_per_call']:.2f} ms/call"
+        f"{result['busiest_window']}, {result['connections']} connections, worker CPU "
+        f"{result['cpu_ms_per_call']:.2f} ms/call"
     )
+    if result["bare_cpu_ms_per_call"] is not None:
+        print(
+            f"baseline, a bare requests.Session at {result['bare_rate']:.2f} calls/s: "
+            f"{result['bare_cpu_ms_per_call']:.2f} ms/call"
+        )
     print(json.dumps(result))
 
 
