@@ -145,7 +145,9 @@ _RESERVE = text(
 # its own time, dropping what falls out of the window; otherwise it learns how long to
 # wait. A call recorded earlier than it went (the time read before the lock) would let
 # the call `burst` after it go that much too early. `room_at` is when the next call may
-# go (NULL: at once), as the row stands after this statement.
+# go (NULL: at once), as the row stands after this statement. With `reserve`, a caller
+# that goes also reserves the next slot, as `_RESERVE` would, for the caller of its
+# process waiting behind it: `slot` (NULL when it did not go).
 _GO = text(
     """
     WITH locked AS (SELECT sent FROM rate_limits WHERE key = :key FOR UPDATE),
@@ -155,19 +157,27 @@ _GO = text(
     went AS (
         UPDATE rate_limits
         SET sent = (rate_limits.sent || now.t)[
-            GREATEST(1, cardinality(rate_limits.sent) + 2 - :burst):]
+            GREATEST(1, cardinality(rate_limits.sent) + 2 - :burst):],
+            next_at = CASE WHEN :reserve
+                THEN GREATEST(rate_limits.next_at, to_timestamp(now.t))
+                     + make_interval(secs => :interval)
+                ELSE rate_limits.next_at END
         FROM now
         WHERE rate_limits.key = :key
           AND (cardinality(rate_limits.sent) < :burst
                OR rate_limits.sent[cardinality(rate_limits.sent) + 1 - :burst] + :span <= now.t)
         RETURNING rate_limits.sent[cardinality(rate_limits.sent) + 1 - :burst] + :span
-                  AS room_at
+                  AS room_at,
+                  CASE WHEN :reserve
+                      THEN EXTRACT(EPOCH FROM rate_limits.next_at)::float8 - :interval
+                  END AS slot
     )
     SELECT EXISTS (SELECT FROM went) AS went,
            l.sent[cardinality(l.sent) + 1 - :burst] + :span - now.t AS wait,
            COALESCE((SELECT room_at FROM went),
                     l.sent[cardinality(l.sent) + 1 - :burst] + :span) AS room_at,
-           now.t
+           now.t,
+           (SELECT slot FROM went) AS slot
     FROM locked l, now
     """
 )
@@ -179,7 +189,12 @@ CLOCKS_AGREE = 0.25
 class SharedRateLimiter(Limiter):
     """The slot's wait is aimed at its time on this machine's clock, measured after the
     reservation, so how long the reservation took does not shift the call; a clock that
-    disagrees with the database's falls back to the wait the database computed."""
+    disagrees with the database's falls back to the wait the database computed.
+
+    The callers of one process take their turns one at a time: a caller that goes while
+    another of its process waits behind it reserves that one's slot in the same
+    statement. A backlog then costs one statement a call, not two; every call still
+    takes its slot from the App's row in order, and goes only once the row says so."""
 
     def __init__(
         self,
@@ -196,6 +211,28 @@ class SharedRateLimiter(Limiter):
         self.key = key
         self._room_at = float("-inf")
         self._room_lock = threading.Lock()
+        # The caller whose turn it is holds _turn while it waits for its slot and goes;
+        # _waiting counts the callers behind it, and _slot_at is when the slot reserved
+        # for the next of them comes (this machine's clock), guarded by _turn.
+        self._turn = threading.Lock()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._slot_at: float | None = None
+
+    def acquire(self) -> float:
+        start = self.clock()
+        with self._waiting_lock:
+            self._waiting += 1
+        with self._turn:
+            with self._waiting_lock:
+                self._waiting -= 1
+            slot_at, self._slot_at = self._slot_at, None
+            wait = self._reserve() if slot_at is None else slot_at - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+            while (wait := self._go(reserve_next=self._waiting > 0)) > 0:
+                self.sleep(wait)
+        return self.clock() - start
 
     def _autocommit(self):
         """Each statement its own transaction: no BEGIN and COMMIT round trips."""
@@ -218,23 +255,34 @@ class SharedRateLimiter(Limiter):
                 row = conn.execute(_RESERVE, {"interval": self.interval, "key": self.key}).first()
         return self._aimed(float(row.slot), float(row.wait))
 
+    # Run again after a lost connection when the first run was applied, it also takes
+    # another slot: one the App leaves empty.
     @retried_on_disconnect
-    def _go(self) -> float:
+    def _go(self, *, reserve_next: bool = False) -> float:
         """A caller whose slot came before the App's last calls left room (a slot paced
         exactly a span after a call that went late) would be refused: about every other
         call was, at one more round trip each. The row's last answer says when room
         comes, at the earliest (later calls only move it on), so such a caller waits for
-        it here without asking; the row still decides."""
+        it here without asking; the row still decides. With `reserve_next`, a caller
+        that goes also reserves the next caller's slot (`_slot_at`)."""
         ahead = self._room_at - self.clock()
         if ahead > 0:
             return ahead
+        values = {
+            "burst": self.burst,
+            "span": self.span,
+            "key": self.key,
+            "interval": self.interval,
+            "reserve": reserve_next,
+        }
         with self._autocommit() as conn:
-            row = conn.execute(_GO, {"burst": self.burst, "span": self.span, "key": self.key})
-            went, wait, room_at, now = row.one()
+            went, wait, room_at, now, slot = conn.execute(_GO, values).one()
         if room_at is not None:
             room_at = self.clock() + self._aimed(room_at, room_at - now)
             with self._room_lock:
                 self._room_at = max(self._room_at, room_at)
+        if slot is not None:
+            self._slot_at = self.clock() + self._aimed(slot, slot - now)
         return 0.0 if went else max(float(wait or 0), 0.001)
 
     def _aimed(self, at: float, wait: float) -> float:

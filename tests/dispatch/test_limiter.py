@@ -231,3 +231,39 @@ def test_a_call_that_waited_for_another_callers_lock_counts_from_when_it_went(pg
     went = sent_times(pg_engine, "kartra-app:w")[-1]
     # counted from before the wait, the call would let the one 20 after it go 0.3 s early
     assert went >= float(released)
+
+
+def test_callers_of_one_process_queued_at_the_limiter_cost_one_statement_a_call(pg_engine):
+    """While another caller of the process waits behind it, a caller that goes reserves
+    that one's slot in the same statement; the calls still go one interval apart."""
+    limiter = SharedRateLimiter(pg_engine, "kartra-app:q", 50)
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        if "went AS" in statement:
+            statements.append("go")
+        elif "next_at = GREATEST" in statement:
+            statements.append("reserve")
+
+    together = threading.Barrier(6)
+
+    def calls():
+        together.wait()
+        for _ in range(5):
+            limiter.acquire()
+
+    event.listen(pg_engine, "before_cursor_execute", count)
+    threads = [threading.Thread(target=calls) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    event.remove(pg_engine, "before_cursor_execute", count)
+    times = sent_times(pg_engine, "kartra-app:q")
+    assert len(times) == 30
+    assert times[-1] - times[0] >= 29 * limiter.interval - 0.01
+    assert statements.count("go") == 30
+    # a caller reserves its own slot only when none waited behind the one before it:
+    # the first (twice: the App's row is created in between), and on a busy machine a
+    # few whose threads were not yet back in line; one each would be 30
+    assert statements.count("reserve") <= 8
