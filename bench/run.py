@@ -81,6 +81,13 @@ def rows(r: dict) -> list[Row]:
         Row("2 dispatch", "busiest 1 s window", f"{d['busiest_window']} calls", "<= 20", None),
         Row(
             "2 dispatch",
+            f"bare requests.Session at {d['bare_rate']:.1f} calls/s (baseline): CPU per call",
+            f"{d['bare_cpu_ms_per_call']:.1f} ms",
+            "",
+            None,
+        ),
+        Row(
+            "2 dispatch",
             "worker CPU per call",
             f"{d['cpu_ms_per_call']:.1f} ms",
             "<= 3 ms",
@@ -328,7 +335,9 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             "- Dispatch and backlog: PostgreSQL, `python -m relay worker` (one), the fake "
             "Kartra (`python -m relay.kartra.fake --rate-limit 20 --latency-ms 250 "
             "--jitter-ms 100`); the backlog is stored the way ingest stores events, in "
-            "transactions of 100, without HTTP.",
+            "transactions of 100, without HTTP. Dispatch's baseline, against the same "
+            "fake first: `python -m bench.bare_sender` (a bare requests.Session from 12 "
+            "threads, paced at the limiter's rate).",
             "- Backlog: draining 10,000 calls at 20/s takes more than 8 minutes, more "
             "than the suite's 10-minute budget, so the drain rate is measured over a "
             f"{r['backlog']['window_seconds']:.0f} s window with the backlog in place "
