@@ -8,6 +8,8 @@ line needs to say *which* lead without publishing the address.
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -49,10 +51,32 @@ class Redactor:
         return value
 
 
+class _Stdout:
+    """Where the rendered lines go: whatever `sys.stdout` is when the line is written
+    (gunicorn's inherited stdout, a test's captured one), each line and its newline in
+    one write, flushed. structlog's `PrintLogger` would keep the stdout of the moment
+    it was built, which a logger built once (`_Logger`) must not."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            out = sys.stdout
+            out.write(message + "\n")
+            out.flush()
+
+    log = debug = info = warn = warning = error = exception = critical = fatal = msg
+
+
+_STDOUT = _Stdout()
+
+
 def configure(level: str = "info", secrets: Iterable[str] = ()) -> None:
+    """Nothing in the relay binds context variables, so structlog's `merge_contextvars`
+    is not in the chain."""
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -60,7 +84,7 @@ def configure(level: str = "info", secrets: Iterable[str] = ()) -> None:
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(),
+        logger_factory=lambda *_args: _STDOUT,
         cache_logger_on_first_use=False,
     )
 
@@ -85,5 +109,36 @@ def mask_email(email: str | None) -> str | None:
     return f"{local[:1]}***@{domain}" if domain else f"{local[:1]}***"
 
 
-def get_logger(name: str = "relay"):
-    return structlog.get_logger(name)
+class _Logger:
+    """What `get_logger` returns: structlog's bound logger for the configuration in
+    force, built once per configuration. structlog's own lazy proxy builds one on every
+    call; its `cache_logger_on_first_use` would keep the first one for ever, past a
+    later `configure()`. The processors list is compared
+    by identity: `structlog.testing.capture_logs` changes it in place, which a built
+    logger sees, since it holds that same list."""
+
+    __slots__ = ("_name", "_built")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._built: tuple[tuple, object] | None = None
+
+    def _logger(self):
+        config = structlog.get_config()
+        key = (
+            config["processors"],
+            config["wrapper_class"],
+            config["context_class"],
+            config["logger_factory"],
+        )
+        built = self._built
+        if built is None or any(a is not b for a, b in zip(built[0], key, strict=True)):
+            built = self._built = (key, structlog.get_logger(self._name).bind())
+        return built[1]
+
+    def __getattr__(self, method: str):
+        return getattr(self._logger(), method)
+
+
+def get_logger(name: str = "relay") -> _Logger:
+    return _Logger(name)

@@ -60,3 +60,40 @@ def test_log_lines_follow_the_current_stdout(monkeypatch):
     monkeypatch.setattr(sys, "stdout", second)
     log.info("two")
     assert json.loads(second.getvalue())["event"] == "two"
+
+
+def test_a_logger_follows_a_later_configuration(capsys):
+    """A logger is built once per configuration, not once for ever: the level and the
+    secrets configured after its first line hold for its next ones."""
+    from relay import logs
+
+    logs.configure("info")
+    log = get_logger("test")
+    log.info("before", token="tok-SECRET-1")
+    logs.configure("warning", ["tok-SECRET-1"])
+    log.info("filtered")
+    log.warning("after", token="tok-SECRET-1")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["event"], x["token"]) for x in lines] == [
+        ("before", "tok-SECRET-1"),
+        ("after", "***"),
+    ]
+    logs.configure("info")
+
+
+def test_capture_logs_sees_a_logger_built_before_it(capsys):
+    from structlog.testing import capture_logs
+
+    from relay import logs
+
+    logs.configure("info")
+    log = get_logger("test")
+    log.info("outside")
+    with capture_logs() as captured:
+        log.info("inside", n=1)
+    log.info("outside again")
+    assert captured == [{"event": "inside", "n": 1, "log_level": "info"}]
+    assert [json.loads(x)["event"] for x in capsys.readouterr().out.splitlines()] == [
+        "outside",
+        "outside again",
+    ]
