@@ -157,13 +157,19 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict], suffix: str = 
     """
     columns = tuple(rows[0])
     processors = _bind_processors(conn.dialect, table, columns)
-    parameters = tuple(
-        value if process is None else process(value)
-        for row in rows
-        for process, value in zip(processors, [row[name] for name in columns], strict=True)
-    )
+    processed: dict[int, object] = {}  # by id: one value in many rows (a group's `now`) once
+    parameters = []
+    for row in rows:
+        for process, name in zip(processors, columns, strict=True):
+            value = row[name]
+            if process is not None:
+                key = id(value)
+                if key not in processed:
+                    processed[key] = process(value)
+                value = processed[key]
+            parameters.append(value)
     statement = _insert_rows_sql(conn.dialect, table, columns, suffix, len(rows))
-    return conn.exec_driver_sql(statement, parameters)
+    return conn.exec_driver_sql(statement, tuple(parameters))
 
 
 @functools.lru_cache(maxsize=64)

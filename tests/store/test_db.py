@@ -1,5 +1,7 @@
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
 from relay.store import connect, wait_for_schema
@@ -48,3 +50,37 @@ def test_insert_rows_stores_what_sqlalchemy_stores(engine):
         names = ", ".join(f'"{name}"' for name in row)
         stored = conn.exec_driver_sql(f"SELECT {names} FROM events ORDER BY dedupe_key").all()
     assert len(stored) == 2 and stored[0] == stored[1]
+
+
+def test_insert_rows_binds_a_value_shared_by_rows_once_and_right(engine):
+    """A group's rows share one `now`: it is processed once, and each row still gets its
+    own values (another time, other JSON) where they differ."""
+    now, later = utcnow(), utcnow() + timedelta(seconds=1)
+    shared = {"k": "v"}
+    rows = [
+        {
+            "id": f"ev_{n}",
+            "route": "shop",
+            "received_at": at,
+            "dedupe_key": str(n),
+            "content_type": None,
+            "headers": headers,
+            "query": {},
+            "body": b"{}",
+            "payload": {"n": n},
+            "status": "queued",
+            "rule": None,
+            "reason": None,
+        }
+        for n, at, headers in [(1, now, shared), (2, later, shared), (3, now, {"k": "w"})]
+    ]
+    with engine.begin() as conn:
+        assert insert_rows(conn, events, rows).rowcount == 3
+        stored = conn.execute(
+            select(events.c.received_at, events.c.headers, events.c.payload).order_by(events.c.id)
+        ).all()
+    assert stored == [
+        (now, {"k": "v"}, {"n": 1}),
+        (later, {"k": "v"}, {"n": 2}),
+        (now, {"k": "w"}, {"n": 3}),
+    ]
