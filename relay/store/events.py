@@ -29,9 +29,13 @@ from relay.store.tables import deliveries, events, utcnow
 from relay.store.wakeup import notify
 
 
-def new_event_id() -> str:
-    """Time-ordered and unguessable: `ev_` + milliseconds in hex + 64 random bits."""
-    return f"ev_{int(time.time() * 1000):011x}{secrets.token_hex(8)}"
+def new_event_ids(count: int) -> list[str]:
+    """`count` event ids, time-ordered and unguessable: `ev_` + milliseconds in hex + 64
+    random bits each, the random bits read at once (each read of the system's random
+    source is a system call, in which the GIL changes hands)."""
+    millis = f"ev_{int(time.time() * 1000):011x}"
+    bits = secrets.token_hex(8 * count)
+    return [millis + bits[16 * i : 16 * (i + 1)] for i in range(count)]
 
 
 def lead_key(plan: dict[str, Any]) -> str | None:
@@ -204,16 +208,22 @@ def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
     its `Stored` names the original.
 
     Three statements whatever the group's size: the events (a duplicate is skipped, on
-    PostgreSQL after the transaction inserting it ends, instead of failing the group;
-    the ids returned are the events stored), their deliveries, and what they taught.
+    PostgreSQL after the transaction inserting it ends, instead of failing the group),
+    their deliveries, and what they taught. Which events were stored is known from the
+    count of rows inserted, without RETURNING (on SQLite one step of the statement,
+    not one per row); only a group with a duplicate asks which of its ids are there.
     """
     now = utcnow()
-    rows = [_event_row(new_event_id(), new, now) for new in news]
+    rows = [
+        _event_row(event_id, new, now)
+        for event_id, new in zip(new_event_ids(len(news)), news, strict=True)
+    ]
     with engine.begin() as conn:
-        inserted = set(insert_rows(conn, events, rows, _SKIP_DUPLICATES).scalars())
+        count = insert_rows(conn, events, rows, _SKIP_DUPLICATES).rowcount
+        inserted = _stored_ids(conn, rows) if count != len(rows) else None
         results, plans, taught = [], [], []
         for row, new in zip(rows, news, strict=True):
-            if row["id"] not in inserted:
+            if inserted is not None and row["id"] not in inserted:
                 results.append(_original(conn, new))
                 continue
             results.append(Stored(row["id"], True, new.status))
@@ -227,7 +237,13 @@ def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
     return results
 
 
-_SKIP_DUPLICATES = "ON CONFLICT (route, dedupe_key) DO NOTHING RETURNING id"
+_SKIP_DUPLICATES = "ON CONFLICT (route, dedupe_key) DO NOTHING"
+
+
+def _stored_ids(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Which of the group's new ids were inserted (the others were duplicates)."""
+    ids = [row["id"] for row in rows]
+    return set(conn.execute(select(events.c.id).where(events.c.id.in_(ids))).scalars())
 
 
 def _event_row(event_id: str, new: NewEvent, now: datetime) -> dict[str, Any]:

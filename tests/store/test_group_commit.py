@@ -121,3 +121,11 @@ def test_an_unavailable_database_fails_the_whole_group(engine, monkeypatch):
     monkeypatch.setattr(store_events_module, "store_events", down)
     with pytest.raises(OperationalError):
         GroupCommit(engine).store(new_event(plan()))
+
+
+def test_the_ids_of_a_group_are_distinct_and_time_ordered():
+    before = store_events_module.new_event_ids(1)[0]
+    ids = store_events_module.new_event_ids(64)
+    assert len(set(ids)) == 64
+    assert all(len(i) == 30 and i.startswith("ev_") for i in ids)
+    assert all(i[:14] >= before[:14] for i in ids)
