@@ -43,7 +43,8 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.json.sort_keys = False
     app.extensions["relay"] = relay
     app.register_blueprint(ingest_bp)
-    app.before_request(throttle)
+    if config.ingest_rate_limit_per_ip or config.ingest_rate_limit_per_route:
+        app.before_request(throttle)
     app.register_blueprint(health_bp)
     if config.admin_token:
         _register_admin(app)

@@ -26,8 +26,9 @@ log = get_logger("relay.ingest")
 
 
 def throttle():
-    """`before_request`: refuse a post to `/hooks/...` over the per-address or per-route
-    limit before anything else is done with it."""
+    """`before_request`, registered when a hook limit is set: refuse a post to
+    `/hooks/...` over the per-address or per-route limit before anything else is done
+    with it."""
     if request.blueprint != "ingest" or request.method != "POST":
         return None
     relay = current_app.extensions["relay"]

@@ -126,10 +126,11 @@ def preflight(route: str):
 
 @bp.after_request
 def _cors(response):
-    route = (request.view_args or {}).get("route")
+    origin = request.headers.get("Origin")
+    route = (request.view_args or {}).get("route") if origin else None
     mapping = current_app.extensions["relay"].mappings.get(route) if route else None
     if mapping is not None:
-        response.headers.update(cors_headers(mapping.form, request.headers.get("Origin")))
+        response.headers.update(cors_headers(mapping.form, origin))
     return response
 
 
