@@ -23,7 +23,7 @@ import hmac
 import os
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -55,18 +55,22 @@ def _known_route() -> str:
 
 @bp.after_app_request
 def _count_ingest(response: Response) -> Response:
-    """Count each answer of `POST /hooks/<route>` by what became of the event."""
+    """Count each answer of `POST /hooks/<route>` by what became of the event: the
+    outcome the view left in `g.ingest_outcome` for a stored event (its status, or
+    `duplicate`), else what the answer itself says."""
     if request.endpoint != "ingest.receive":
         return response
     route = _known_route()
     if response.status_code == 401:
         VERIFICATION_FAILURES.labels(route).inc()
     outcome = f"http_{response.status_code}"
-    if response.is_json and response.status_code < 300:
-        answer = response.get_json(silent=True) or {}
-        outcome = "duplicate" if answer.get("duplicate") else answer.get("status", outcome)
-    elif response.status_code == 303:
+    if response.status_code == 303:
         outcome = "redirected"
+    elif response.status_code < 300 and "ingest_outcome" in g:
+        outcome = g.ingest_outcome
+    elif response.is_json and response.status_code < 300:
+        answer = response.get_json(silent=True) or {}
+        outcome = answer.get("status", outcome)
     EVENTS_RECEIVED.labels(route, outcome).inc()
     return response
 

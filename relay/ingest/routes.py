@@ -12,7 +12,7 @@ import functools
 import hashlib
 import time
 
-from flask import Blueprint, current_app, jsonify, redirect, request
+from flask import Blueprint, current_app, g, jsonify, redirect, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.ingest.forms import cors_headers, foreign_origin
@@ -94,6 +94,7 @@ def receive(route: str):
     )
     if stored.created and rendered.plans:
         relay.wake.set()
+    g.ingest_outcome = stored.status if stored.created else "duplicate"
     log.info(
         "event_received",
         route=route,

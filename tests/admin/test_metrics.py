@@ -38,6 +38,7 @@ def test_events_calls_and_queue_state(client, app, engine, fake):
     post(client, id="a")
     post(client, id="b", type="refund")
     client.post("/hooks/nope", json={})
+    client.post("/hooks/shop", data=b"{not json", content_type="application/json")
     relay = app.extensions["relay"]
     dispatcher = Dispatcher(relay.config, relay.engine)
     instrument(dispatcher)
@@ -51,6 +52,7 @@ def test_events_calls_and_queue_state(client, app, engine, fake):
     assert grew("relay_events_received_total", route="shop", outcome="duplicate") == 1
     assert grew("relay_events_received_total", route="shop", outcome="ignored") == 1
     assert grew("relay_events_received_total", route="(unknown)", outcome="http_404") == 1
+    assert grew("relay_events_received_total", route="shop", outcome="http_400") == 1
     assert grew("relay_kartra_call_seconds_count", outcome="action_config") == 1
     assert grew("relay_kartra_errors_total", code="212") == 1
     assert grew("relay_rate_limit_wait_seconds_count") == 1
