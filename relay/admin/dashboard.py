@@ -56,6 +56,14 @@ class _SessionInterface(SecureCookieSessionInterface):
     a laptop's plain http://127.0.0.1, where a Secure cookie would never come back. A
     client that lies about the header only makes its own cookie stricter."""
 
+    def open_session(self, app, request):
+        """None (Flask's null session, never saved) for a webhook: `/hooks/...` never
+        uses one, and opening and saving one (a signing serializer, the cookie) cost
+        every webhook about 8 % of its request once ADMIN_TOKEN turned the dashboard on."""
+        if request.path.startswith("/hooks/"):
+            return None
+        return super().open_session(app, request)
+
     def get_cookie_secure(self, app) -> bool:
         forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
         return request.is_secure or forwarded.lower() == "https"

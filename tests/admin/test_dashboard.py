@@ -167,3 +167,14 @@ def test_nul_characters_are_refused_not_a_500(signed_in, client, path):
     answer = client.get(path)
     assert answer.status_code == 400
     assert "NUL characters are not allowed" in answer.get_data(as_text=True)
+
+
+def test_a_webhook_opens_no_session(app):
+    """The admin session is the dashboard's: a webhook gets Flask's null session, which
+    is never signed, read from a cookie or saved."""
+    from flask import request
+
+    with app.test_request_context("/hooks/shop", method="POST"):
+        assert app.session_interface.open_session(app, request) is None
+    with app.test_request_context("/admin/"):
+        assert app.session_interface.open_session(app, request) is not None
