@@ -199,7 +199,7 @@ def wrk(url: str, requests_file: Path, seconds: float, work: Path) -> dict:
         "rate": (requests - (int(refused.group(1)) if refused else 0)) / elapsed,
         "p50": _ms(percentiles["50"]),
         "p99": _ms(percentiles["99"]),
-        "command": " ".join(command[:10] + ["URL", "--", "REQUESTS"]),
+        "command": " ".join(command[:9] + ["URL", "--", "REQUESTS"]),
     }
 
 

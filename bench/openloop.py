@@ -160,7 +160,7 @@ def measure(
         check=True,
     ).stdout
     path.unlink()
-    shown = " ".join(["python", *command[1:3], "URL", "REQUESTS", *command[6:]])
+    shown = " ".join(["python", *command[1:3], "URL", "REQUESTS", *command[5:]])
     return {**json.loads(out), "command": shown}
 
 
