@@ -69,17 +69,22 @@ class _Socket(socket.socket):
         super().sendall(data, flags)
 
 
-class _Listener:
-    """The listening socket as gunicorn's `accept` sees it: connections come out as `_Socket`."""
+class Listener:
+    """The listening socket as gthread's `accept` sees it: connections come out as
+    `connection_class` (a socket.socket subclass), with `attributes` set on each."""
 
-    def __init__(self, listener: socket.socket, read_timeout: float):
+    def __init__(self, listener: socket.socket, connection_class: type, **attributes):
         self.listener = listener
-        self.read_timeout = read_timeout
+        self.connection_class = connection_class
+        self.attributes = attributes
 
-    def accept(self) -> tuple[_Socket, object]:
+    def accept(self) -> tuple[socket.socket, object]:
         client, address = self.listener.accept()
-        sock = _Socket(client.family, client.type, client.proto, fileno=client.detach())
-        sock.read_timeout = self.read_timeout
+        sock = self.connection_class(
+            client.family, client.type, client.proto, fileno=client.detach()
+        )
+        for name, value in self.attributes.items():
+            setattr(sock, name, value)
         return sock, address
 
     def getsockname(self):
@@ -96,7 +101,7 @@ class DeadlineWorker(ThreadWorker):
         super().init_process()
 
     def accept(self, listener: socket.socket) -> None:
-        super().accept(_Listener(listener, self.read_timeout))
+        super().accept(Listener(listener, _Socket, read_timeout=self.read_timeout))
 
     def handle(self, conn):
         if isinstance(conn.sock, _Socket):

@@ -662,19 +662,6 @@ class _StampedSocket(socket.socket):
         return data
 
 
-class _StampingListener:
-    def __init__(self, listener: socket.socket):
-        self.listener = listener
-
-    def accept(self) -> tuple[_StampedSocket, object]:
-        client, address = self.listener.accept()
-        sock = _StampedSocket(client.family, client.type, client.proto, fileno=client.detach())
-        return sock, address
-
-    def getsockname(self):
-        return self.listener.getsockname()
-
-
 def serve_keep_alive(app: Flask, host: str, port: int) -> None:
     """Serve `app` as Kartra's own web server does: HTTP/1.1 connections kept alive between
     requests. werkzeug's development server closes every connection, which would have the
@@ -690,6 +677,8 @@ def serve_keep_alive(app: Flask, host: str, port: int) -> None:
     from gunicorn.app.base import BaseApplication
     from gunicorn.workers.gthread import ThreadWorker
 
+    from relay.gunicorn_worker import Listener
+
     class StampingWorker(ThreadWorker):
         def init_process(self) -> None:
             for listener in self.sockets:  # accepted connections inherit the option
@@ -697,7 +686,7 @@ def serve_keep_alive(app: Flask, host: str, port: int) -> None:
             super().init_process()
 
         def accept(self, listener: socket.socket) -> None:
-            super().accept(_StampingListener(listener))
+            super().accept(Listener(listener, _StampedSocket))
 
         def handle(self, conn):
             conn.sock.arrived = None  # the next request's clock starts at its first read
