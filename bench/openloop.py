@@ -160,8 +160,11 @@ def measure(
         check=True,
     ).stdout
     path.unlink()
+    result = json.loads(out)
+    if not result["answered"]:
+        raise SystemExit(f"{url} answered none of {result['due']}: {result['first_errors']}")
     shown = " ".join(["python", *command[1:3], "URL", "REQUESTS", *command[5:]])
-    return {**json.loads(out), "command": shown}
+    return {**result, "command": shown}
 
 
 def main() -> None:
