@@ -1,5 +1,7 @@
 """Ingest throughput: the relay under gunicorn against a bare Flask app under the same
-gunicorn settings, both loaded by wrk from another process on 127.0.0.1.
+gunicorn settings, all loaded by wrk from another process on 127.0.0.1. Beside them, on
+each database, the reference the targets are set by: bare Flask plus one INSERT and
+commit per request (bench/plain_insert.py).
 
 The event is a 1.5 KB Stripe `checkout.session.completed`, signed the way Stripe signs
 (`Stripe-Signature: t=...,v1=HMAC-SHA256(secret, "t.body")`), posted to a route whose
@@ -8,7 +10,7 @@ with its delivery plan before answering. Every request carries a new event id (a
 repeated id would be answered as a duplicate without storing anything), so wrk cycles
 through a file of requests signed beforehand, more than a run can send.
 
-Two loads per server: as fast as 32 connections go, from wrk (accepted events/s,
+Two loads per relay: as fast as 32 connections go, from wrk (accepted events/s,
 p50/p99), then half that rate from an open-loop generator (`bench/openloop.py`: a
 constant rate over 32 connections, each request timed from when it was due), for p99
 at a rate the server keeps up with.
@@ -22,6 +24,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +35,7 @@ from pathlib import Path
 import requests
 
 from bench import openloop, runtime
+from bench import plain_insert as plain_insert_app
 from bench.memory import peak_rss_mb, pss_mb
 from bench.stack import ROOT, Stack, free_port, wait_http
 from tests.postgres import Cluster
@@ -223,11 +227,25 @@ def load(url: str, tag: str, seconds: float, work: Path, *, half: bool) -> dict:
 
 def bare(seconds: float, work: Path) -> dict:
     """The bare Flask app, served by gunicorn with the relay's gunicorn.conf.py."""
+    return _served("bench.bare:app", "bare", seconds, work)
+
+
+def plain_insert(database_url: str, tag: str, seconds: float, work: Path) -> dict:
+    """Issue 5's reference for its targets: bare Flask plus one INSERT and commit per
+    request (bench/plain_insert.py), served the same way."""
+    database = plain_insert_app.database_for(database_url)
+    plain_insert_app.prepare(database)
+    return _served("bench.plain_insert:app", tag, seconds, work, PLAIN_INSERT_DATABASE=database)
+
+
+def _served(app: str, tag: str, seconds: float, work: Path, **env: str) -> dict:
+    """`app` under gunicorn with the relay's gunicorn.conf.py, loaded at full speed."""
     port = free_port()
-    log = (work / "bare.log").open("wb")
+    log = (work / f"{tag}.log").open("wb")
     process = subprocess.Popen(
-        [runtime.python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "bench.bare:app"],
+        [runtime.python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", app],
         cwd=ROOT,
+        env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -240,10 +258,10 @@ def bare(seconds: float, work: Path) -> dict:
                 wait_http_post(base + "/hooks/bare")
                 break
             except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise SystemExit("bare Flask did not come up") from None
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"{app} did not come up: see {log.name}") from None
                 time.sleep(0.1)
-        result = load(base + "/hooks/stripe", "bare", seconds, work, half=False)
+        result = load(base + "/hooks/stripe", tag, seconds, work, half=False)
         result["rss_mb"], result["pss_mb"] = peak_rss_mb(process.pid), pss_mb(process.pid)
         return result
     finally:
@@ -273,6 +291,10 @@ def measure(seconds: float = 10.0) -> dict:
     cluster = Cluster().start()
     try:
         results = {"bare": bare(seconds, work)}
+        results["plain_insert"] = {
+            "sqlite": plain_insert(f"sqlite:///{work}/plain.db", "insert-sqlite", seconds, work),
+            "postgresql": plain_insert(cluster.new_database(), "insert-pg", seconds, work),
+        }
         results["sqlite"] = relay(f"sqlite:///{work}/ingest.db", "sqlite", seconds, work)
         results["postgresql"] = relay(cluster.new_database(), "pg", seconds, work)
     finally:
@@ -287,12 +309,18 @@ def main() -> None:
     options = parser.parse_args()
     results = measure(options.seconds)
     bare_rate = results["bare"]["full"]["rate"]
-    print(f"{'server':12} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}  half rate")
-    for name, result in results.items():
+    print(f"{'server':17} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}  half rate")
+    servers = [
+        ("bare", results["bare"]),
+        *((f"INSERT {kind}", result) for kind, result in results["plain_insert"].items()),
+        ("relay sqlite", results["sqlite"]),
+        ("relay pg", results["postgresql"]),
+    ]
+    for name, result in servers:
         full, half = result["full"], result.get("half")
         at_half = f"{half['rate']:.0f}/s p99 {half['p99']:.2f} ms" if half else ""
         print(
-            f"{name:12} {full['rate']:9.0f} {full['p50']:7.2f} {full['p99']:7.2f} "
+            f"{name:17} {full['rate']:9.0f} {full['p50']:7.2f} {full['p99']:7.2f} "
             f"{full['rate'] / bare_rate:8.2f}  {at_half}"
         )
     print(json.dumps(results, indent=1))

@@ -51,12 +51,20 @@ def rows(r: dict) -> list[Row]:
     for kind, name, share in (("sqlite", "SQLite", 0.60), ("postgresql", "PostgreSQL", 0.45)):
         full, half = ing[kind]["full"], ing[kind]["half"]
         ratio = full["rate"] / bare["rate"]
+        insert = ing["plain_insert"][kind]["full"]
         out += [
+            Row(
+                "1 ingest",
+                f"bare Flask + one INSERT per request, {name} (the targets' reference)",
+                f"{_rate(insert)}; {insert['rate'] / bare['rate']:.2f}x bare",
+                "",
+                None,
+            ),
             Row("1 ingest", f"relay on {name}", _rate(full), "", None),
             Row(
                 "1 ingest",
                 f"relay / bare, {name}",
-                f"{ratio:.2f}",
+                f"{ratio:.2f} ({full['rate'] / insert['rate']:.2f}x the one-INSERT app)",
                 f">= {share:.2f}",
                 ratio >= share,
             ),
@@ -207,9 +215,23 @@ def chart(r: dict) -> None:
     ing = r["ingest"]
     bare = ing["bare"]["full"]["rate"]
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.2))
-    names = ["bare Flask", "relay SQLite", "relay PostgreSQL"]
-    rates = [bare, ing["sqlite"]["full"]["rate"], ing["postgresql"]["full"]["rate"]]
-    left.bar(names, rates, color=["#999999", "#3b7dd8", "#2a9d5c"])
+    names = [
+        "bare\nFlask",
+        "one INSERT\nSQLite",
+        "relay\nSQLite",
+        "one INSERT\nPostgreSQL",
+        "relay\nPostgreSQL",
+    ]
+    rates = [
+        bare,
+        ing["plain_insert"]["sqlite"]["full"]["rate"],
+        ing["sqlite"]["full"]["rate"],
+        ing["plain_insert"]["postgresql"]["full"]["rate"],
+        ing["postgresql"]["full"]["rate"],
+    ]
+    colors = ["#999999", "#a9c7ee", "#3b7dd8", "#a6dcbc", "#2a9d5c"]
+    left.bar(names, rates, color=colors)
+    left.tick_params(axis="x", labelsize=7)
     left.axhline(bare * 0.60, color="#3b7dd8", linestyle="--", label="60 % of bare (SQLite target)")
     left.axhline(bare * 0.45, color="#2a9d5c", linestyle=":", label="45 % of bare (PostgreSQL)")
     left.set_title("1. Ingest, 32 connections")
@@ -320,7 +342,9 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             "`python -m bench.backlog`.",
             "- Ingest: gunicorn as the Procfile runs it (`gunicorn app:app`, settings from "
             "`gunicorn.conf.py`: 2 processes x 8 threads, gthread), the bare baseline the "
-            "same way (`gunicorn bench.bare:app`); load from wrk in another process, "
+            "same way (`gunicorn bench.bare:app`), and so the targets' reference, bare "
+            "Flask plus one INSERT and commit per request on each database "
+            "(`gunicorn bench.plain_insert:app`); load from wrk in another process, "
             f"2 s warm-up then `{command}` (max rate), then `bench/openloop.py` at half "
             f"that rate: `{half}` (open loop: a constant rate over 32 keep-alive "
             "connections, each request timed from when it was due, so requests queued "
