@@ -10,26 +10,31 @@ with its delivery plan before answering. Every request carries a new event id (a
 repeated id would be answered as a duplicate without storing anything), so wrk cycles
 through a file of requests signed beforehand, more than a run can send.
 
-Two loads per relay: as fast as 32 connections go, from wrk (accepted events/s,
-p50/p99), then half that rate from an open-loop generator (`bench/openloop.py`: a
-constant rate over 32 connections, each request timed from when it was due), for p99
-at a rate the server keeps up with.
+All five servers (bare, the one-INSERT app and the relay on each database) stay up
+while rounds load each in turn as fast as 32 connections go, from wrk (accepted
+events/s, p50/p99). Then each relay at half its rate from an open-loop generator
+(`bench/openloop.py`: a constant rate over 32 connections, each request timed from when
+it was due), for p99 at a rate the server keeps up with.
 
-    .venv/bin/python -m bench.ingest [--seconds 10]
+    .venv/bin/python -m bench.ingest [--seconds 4] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -207,46 +212,108 @@ def wrk(url: str, requests_file: Path, seconds: float, work: Path) -> dict:
     }
 
 
-def load(url: str, tag: str, seconds: float, work: Path, *, half: bool) -> dict:
-    """Full speed for `seconds` (after a 2 s warm-up), then half that rate."""
+ROUNDS = 3
+HALF_SECONDS = 10
+
+
+@dataclass
+class Served:
+    url: str
+    pid: int
+
+
+def measure(seconds: float = 4.0, rounds: int = ROUNDS) -> dict:
+    """Every server up at once, then `rounds` rounds that load each in turn at full
+    speed for `seconds`: a machine that slows down or speeds up during the part weighs
+    on every server alike, not on whichever ran then. A ratio to bare is the median of
+    the rounds' ratios; a server's figures are its median round's. Then each relay at
+    half its median rate."""
+    work = Path(tempfile.mkdtemp(prefix="relay-ingest-"))
+    cluster = Cluster().start()
+    try:
+        with contextlib.ExitStack() as up:
+            servers = {
+                "bare": up.enter_context(_gunicorn("bench.bare:app", "bare", work)),
+                "insert-sqlite": up.enter_context(
+                    _plain_insert(f"sqlite:///{work}/plain.db", "insert-sqlite", work)
+                ),
+                "insert-pg": up.enter_context(
+                    _plain_insert(cluster.new_database(), "insert-pg", work)
+                ),
+                "sqlite": up.enter_context(_relay(f"sqlite:///{work}/ingest.db", "sqlite", work)),
+                "pg": up.enter_context(_relay(cluster.new_database(), "pg", work)),
+            }
+            runs = _rounds(servers, seconds, rounds, work)
+            figures = {tag: _figures(runs[tag], runs["bare"]) for tag in servers}
+            for tag in ("sqlite", "pg"):
+                figures[tag]["half"] = _half(servers[tag].url, tag, figures[tag]["full"], work)
+            for tag, served in servers.items():
+                figures[tag]["rss_mb"] = peak_rss_mb(served.pid)
+                figures[tag]["pss_mb"] = pss_mb(served.pid)
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "bare": figures["bare"],
+        "plain_insert": {"sqlite": figures["insert-sqlite"], "postgresql": figures["insert-pg"]},
+        "sqlite": figures["sqlite"],
+        "postgresql": figures["pg"],
+        "rounds": rounds,
+    }
+
+
+def _rounds(servers: dict[str, Served], seconds: float, rounds: int, work: Path) -> dict:
+    """Each server's full-speed runs, after a 2 s warm-up; the requests are signed
+    beforehand, so that signing does not run between one server's run and the next."""
     capacity = int(seconds * 9000)
-    wrk(url, write_requests(work / "warm.txt", tag + "w", 20000), 2, work)
-    full = wrk(url, write_requests(work / "full.txt", tag + "f", capacity), seconds, work)
-    if full["requests"] > capacity:
-        raise SystemExit(f"{tag}: wrk sent more requests than it had signed ({capacity})")
-    result = {"full": full}
-    if half:
-        target = full["rate"] / 2
-        events = (
-            (signed_headers(signature), body)
-            for signature, body in signed_events(tag + "h", int(target * seconds) + 1)
-        )
-        result["half"] = {**openloop.measure(url, events, target, seconds, work), "target": target}
-    return result
+    for tag, served in servers.items():
+        wrk(served.url, write_requests(work / f"{tag}-warm.txt", tag + "w", 20000), 2, work)
+    files = {
+        (tag, n): write_requests(work / f"{tag}-{n}.txt", f"{tag}f{n}", capacity)
+        for n in range(rounds)
+        for tag in servers
+    }
+    runs: dict[str, list[dict]] = {tag: [] for tag in servers}
+    for n in range(rounds):
+        for tag, served in servers.items():
+            run = wrk(served.url, files[tag, n], seconds, work)
+            if run["requests"] > capacity:
+                raise SystemExit(f"{tag}: wrk sent more requests than it had signed ({capacity})")
+            runs[tag].append(run)
+    return runs
 
 
-def bare(seconds: float, work: Path) -> dict:
-    """The bare Flask app, served by gunicorn with the relay's gunicorn.conf.py."""
-    return _served("bench.bare:app", "bare", seconds, work)
+def _figures(runs: list[dict], bare_runs: list[dict]) -> dict:
+    rates = [run["rate"] for run in runs]
+    return {
+        "full": sorted(runs, key=lambda run: run["rate"])[len(runs) // 2],
+        "rates": rates,
+        "ratio": statistics.median(
+            rate / bare["rate"] for rate, bare in zip(rates, bare_runs, strict=True)
+        ),
+    }
 
 
-def plain_insert(database_url: str, tag: str, seconds: float, work: Path) -> dict:
-    """Issue 5's reference for its targets: bare Flask plus one INSERT and commit per
-    request (bench/plain_insert.py), served the same way."""
-    database = plain_insert_app.database_for(database_url)
-    plain_insert_app.prepare(database)
-    return _served("bench.plain_insert:app", tag, seconds, work, PLAIN_INSERT_DATABASE=database)
+def _half(url: str, tag: str, full: dict, work: Path) -> dict:
+    target = full["rate"] / 2
+    events = (
+        (signed_headers(signature), body)
+        for signature, body in signed_events(tag + "h", int(target * HALF_SECONDS) + 1)
+    )
+    return {**openloop.measure(url, events, target, HALF_SECONDS, work), "target": target}
 
 
-def _served(app: str, tag: str, seconds: float, work: Path, **env: str) -> dict:
-    """`app` under gunicorn with the relay's gunicorn.conf.py, loaded at full speed."""
+@contextlib.contextmanager
+def _gunicorn(app: str, tag: str, work: Path, **env: str) -> Iterator[Served]:
+    """`app` under gunicorn with the relay's gunicorn.conf.py (the bare baseline, the
+    one-INSERT reference)."""
     port = free_port()
-    log = (work / f"{tag}.log").open("wb")
+    log = work / f"{tag}.log"
     process = subprocess.Popen(
         [runtime.python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", app],
         cwd=ROOT,
         env={**os.environ, **env},
-        stdout=log,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -259,56 +326,45 @@ def _served(app: str, tag: str, seconds: float, work: Path, **env: str) -> dict:
                 break
             except requests.RequestException:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit(f"{app} did not come up: see {log.name}") from None
+                    raise SystemExit(f"{app} did not come up: see {log}") from None
                 time.sleep(0.1)
-        result = load(base + "/hooks/stripe", tag, seconds, work, half=False)
-        result["rss_mb"], result["pss_mb"] = peak_rss_mb(process.pid), pss_mb(process.pid)
-        return result
+        yield Served(base + "/hooks/stripe", process.pid)
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _plain_insert(database_url: str, tag: str, work: Path):
+    """Issue 5's reference for its targets: bare Flask plus one INSERT and commit per
+    request (bench/plain_insert.py), served the same way."""
+    database = plain_insert_app.database_for(database_url)
+    plain_insert_app.prepare(database)
+    return _gunicorn("bench.plain_insert:app", tag, work, PLAIN_INSERT_DATABASE=database)
 
 
 def wait_http_post(url: str) -> None:
     requests.post(url, json={"id": "ping"}, timeout=1).raise_for_status()
 
 
-def relay(database_url: str, tag: str, seconds: float, work: Path) -> dict:
-    mappings = work / f"mappings-{tag}"
-    mappings.mkdir()
+@contextlib.contextmanager
+def _relay(database_url: str, tag: str, work: Path) -> Iterator[Served]:
+    """The Procfile's web command with the Stripe route."""
+    mappings = work / tag / "mappings"
+    mappings.mkdir(parents=True)
     (mappings / "stripe.yaml").write_text(MAPPING)
     env = {"MAPPINGS_DIR": str(mappings), "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "info"}
-    with Stack(database_url, work, **env) as s:
+    with Stack(database_url, work / tag, **env) as s:
         web = s.web(2)
         wait_http(s.web_url + "/readyz")
-        result = load(s.web_url + "/hooks/stripe", tag, seconds, work, half=True)
-        result["rss_mb"], result["pss_mb"] = peak_rss_mb(web.pid), pss_mb(web.pid)
-    return result
-
-
-def measure(seconds: float = 10.0) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="relay-ingest-"))
-    cluster = Cluster().start()
-    try:
-        results = {"bare": bare(seconds, work)}
-        results["plain_insert"] = {
-            "sqlite": plain_insert(f"sqlite:///{work}/plain.db", "insert-sqlite", seconds, work),
-            "postgresql": plain_insert(cluster.new_database(), "insert-pg", seconds, work),
-        }
-        results["sqlite"] = relay(f"sqlite:///{work}/ingest.db", "sqlite", seconds, work)
-        results["postgresql"] = relay(cluster.new_database(), "pg", seconds, work)
-    finally:
-        cluster.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    return results
+        yield Served(s.web_url + "/hooks/stripe", web.pid)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=4, help="each full-speed run")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     options = parser.parse_args()
-    results = measure(options.seconds)
-    bare_rate = results["bare"]["full"]["rate"]
+    results = measure(options.seconds, options.rounds)
     print(f"{'server':17} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}  half rate")
     servers = [
         ("bare", results["bare"]),
@@ -321,7 +377,7 @@ def main() -> None:
         at_half = f"{half['rate']:.0f}/s p99 {half['p99']:.2f} ms" if half else ""
         print(
             f"{name:17} {full['rate']:9.0f} {full['p50']:7.2f} {full['p99']:7.2f} "
-            f"{full['rate'] / bare_rate:8.2f}  {at_half}"
+            f"{result['ratio']:8.2f}  {at_half}"
         )
     print(json.dumps(results, indent=1))
 
