@@ -342,6 +342,7 @@ class Sending:
                 lead_id=self.lead_id,
                 done=self.done,
                 acquire=self.d.limiter.acquire,
+                written=self.d.limiter.wrote,
             )
         except KartraError as exc:
             self._absorb(exc.outcome)

@@ -28,6 +28,7 @@ this module: requests are logged through `mask` and Kartra's replies are scrubbe
 key and password before they are stored or put in a message.
 """
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from relay.kartra.commands import ACTIONS, LEAD_COMMANDS, LEAD_FIELDS
@@ -404,6 +407,49 @@ def _no_wait() -> None:
     return None
 
 
+_writing = threading.local()  # `written` of the call this thread is sending
+
+
+class _Written:
+    """A connection that runs the sending thread's `written` once a request's last byte
+    is handed to the kernel, before the answer is awaited: the moment the rate limiter
+    counts the call from (relay/dispatch/limiter.py)."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        written = getattr(_writing, "callback", None)
+        if written is not None:
+            written()
+
+
+class _WrittenHTTPConnection(_Written, HTTPConnection):
+    pass
+
+
+class _WrittenHTTPSConnection(_Written, HTTPSConnection):
+    pass
+
+
+class _WrittenHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WrittenHTTPConnection
+
+
+class _WrittenHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WrittenHTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """Connections that say when a request was written. Through a proxy they are
+    urllib3's own, and a call counts from when the limiter let it go."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WrittenHTTPConnectionPool,
+            "https": _WrittenHTTPSConnectionPool,
+        }
+
+
 def _pooled_session(url: str) -> requests.Session:
     """A session for `url` whose connections are kept alive and shared by the threads
     that call (urllib3's pool is thread-safe); none is retried behind our back.
@@ -414,7 +460,7 @@ def _pooled_session(url: str) -> requests.Session:
     by requests' own rules. ~/.netrc is not read at all: Kartra takes its credentials
     in the body, never from an Authorization header."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=10, pool_maxsize=10, max_retries=0)
+    adapter = _Adapter(pool_connections=10, pool_maxsize=10, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     settings = session.merge_environment_settings(url, {}, None, None, None)
@@ -457,11 +503,18 @@ class KartraClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def call(self, credentials: Credentials, params: Mapping[str, Any]) -> KartraCall:
+    def call(
+        self,
+        credentials: Credentials,
+        params: Mapping[str, Any],
+        written: Callable[[], None] | None = None,
+    ) -> KartraCall:
         """POST `params` once and parse the envelope. Never raises for Kartra outcomes or
         transport failures: those land in the returned call's `error`/`results`.
 
         The credentials always come from `credentials`, whatever `params` holds.
+        `written()` runs once the request is written whole (on the session this client
+        made), before its answer comes.
         """
         secrets = tuple(s for s in (credentials.api_key, credentials.api_password) if s)
         params = {
@@ -473,6 +526,7 @@ class KartraClient:
         cmds = [str(action.get("cmd", "")) for action in params.get("actions") or []]
         call = KartraCall(request=mask(params), http_status=None, response=None, duration_ms=0.0)
         started = time.perf_counter()
+        _writing.callback = written
         try:
             response = self.session.post(
                 self.url,
@@ -492,6 +546,8 @@ class KartraClient:
             call.kind = kind
             call.error = _scrub(f"{what}: {type(exc).__name__}: {exc}", secrets)
             return call
+        finally:
+            _writing.callback = None
         call.duration_ms = (time.perf_counter() - started) * 1000
         call.http_status = response.status_code
         try:
@@ -531,6 +587,7 @@ class KartraClient:
         lead_id: str | None = None,
         done: Iterable[int] = (),
         acquire: Callable[[], None] = _no_wait,
+        written: Callable[[], None] | None = None,
     ) -> Outcome:
         """Apply `plan` in as few calls as possible and return the Outcome, or raise.
 
@@ -538,7 +595,8 @@ class KartraClient:
         (edit_lead by id + actions), an existing lead the client does not know two
         (create_lead answers 244, then edit_lead by email). A known id that Kartra no
         longer has (243/245) is forgotten and the lead treated as unknown. `acquire()` runs
-        before every HTTP request so a rate limiter can hold it back.
+        before every HTTP request so a rate limiter can hold it back, and `written()` once
+        the request is written (`call`).
         """
         actions = list(plan.get("actions") or [])
         lead = plan.get("lead")
@@ -574,7 +632,7 @@ class KartraClient:
             )
             pending = [i for i in range(len(actions)) if i not in outcome.done]
             acquire()
-            call = self.call(credentials, params)
+            call = self.call(credentials, params, written)
             outcome.calls.append(call)
             if call.error is not None:
                 raise _call_error(call, outcome)

@@ -69,6 +69,31 @@ def test_a_caller_that_wakes_late_does_not_bunch_with_the_calls_after_it(late):
     assert starts[-1] - starts[0] <= 199 * 1.03 / 20 + (clock.sleeps // 7) * late
 
 
+@pytest.mark.parametrize("late", [0.0, 0.1])
+def test_a_call_written_late_holds_the_call_a_burst_after_it_from_when_it_was_written(late):
+    # Kartra counts a call when it arrives: one whose request was written `late` after
+    # the limiter let it go moves the earliest the call 5 after it may go by as much.
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    first = clock.now
+    clock.now += late
+    limiter.wrote()
+    for _ in range(4):
+        limiter.acquire()
+        limiter.wrote()
+    limiter.acquire()
+    assert clock.now == pytest.approx(first + late + 1.03)
+
+
+def test_wrote_without_a_call_of_its_own_changes_nothing():
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter.wrote()
+    limiter.acquire()
+    assert clock.now == 1000.0
+
+
 def test_a_window_may_fill_as_fast_as_the_pacing_allows_after_a_quiet_spell():
     clock = FakeClock()
     limiter = RateLimiter(20, margin=0, clock=clock, sleep=clock.sleep)
@@ -267,3 +292,19 @@ def test_callers_of_one_process_queued_at_the_limiter_cost_one_statement_a_call(
     # the first (twice: the App's row is created in between), and on a busy machine a
     # few whose threads were not yet back in line; one each would be 30
     assert statements.count("reserve") <= 8
+
+
+def test_shared_limiter_holds_the_call_a_burst_after_one_written_late(pg_engine):
+    # The App's row has when each call went; this process knows when its own were
+    # written, and the call 5 after one written 0.3 s late waits for that.
+    limiter = SharedRateLimiter(pg_engine, "kartra-app:late", 5)
+    limiter.acquire()
+    time.sleep(0.3)
+    limiter.wrote()
+    first_written = time.time()
+    for _ in range(4):
+        limiter.acquire()
+        limiter.wrote()
+    limiter.acquire()
+    # the row alone would have let it go a span after the first went: 0.3 s earlier
+    assert time.time() - first_written >= 1.03 - 0.01

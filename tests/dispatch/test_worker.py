@@ -99,6 +99,21 @@ def test_delivers_and_remembers_the_lead_id(engine, fake, kartra_url):
     assert attempt.request["api_key"] != KEY and attempt.request["api_password"] != PASSWORD
 
 
+def test_the_limiter_hears_when_each_call_was_written(engine, fake, kartra_url):
+    class Counting(RateLimiter):
+        written = 0
+
+        def wrote(self):
+            Counting.written += 1
+            super().wrote()
+
+    fake.latency_ms = 50
+    enqueue(engine)
+    enqueue(engine, email="joe@example.com")
+    assert dispatcher(engine, config(kartra_url), limiter=Counting(10)).run_once() == 2
+    assert Counting.written == len(fake.call_log()) == 2
+
+
 def test_test_mode_second_event_updates_the_lead_by_id(engine, kartra_url, fake):
     fake.test_mode = True
     cfg = config(kartra_url, kartra_test_mode=True)

@@ -89,3 +89,25 @@ def test_a_proxy_set_in_the_environment_carries_the_calls(wsgi, monkeypatch, cre
 
     assert call.error is None and call.http_status == 200
     assert len(fake.call_log()) == 1
+
+
+def test_written_runs_once_the_request_is_sent_before_the_answer_comes(fake, serve, credentials):
+    # The limiter counts a call from when it was written; the answer comes 0.3 s later.
+    fake.latency_ms = 300
+    written = []
+    with KartraClient(serve(fake), timeout=(2, 5)) as client:
+        started = time.monotonic()
+        call = client.call(credentials, READ_TAGS, lambda: written.append(time.monotonic()))
+        answered = time.monotonic()
+        assert client.call(credentials, READ_TAGS).http_status == 200  # none: no callback
+    assert call.http_status == 200
+    assert len(written) == 1
+    assert written[0] - started < 0.2
+    assert answered - written[0] >= 0.28
+
+
+def test_written_does_not_run_for_a_request_never_sent(closed_port_url, credentials):
+    written = []
+    with KartraClient(closed_port_url, timeout=(1, 1)) as client:
+        call = client.call(credentials, READ_TAGS, lambda: written.append(1))
+    assert call.error and written == []
