@@ -334,7 +334,9 @@ def _gunicorn(app: str, tag: str, work: Path, **env: str) -> Iterator[Served]:
         process.wait(30)
 
 
-def _plain_insert(database_url: str, tag: str, work: Path):
+def _plain_insert(
+    database_url: str, tag: str, work: Path
+) -> contextlib.AbstractContextManager[Served]:
     """Issue 5's reference for its targets: bare Flask plus one INSERT and commit per
     request (bench/plain_insert.py), served the same way."""
     database = plain_insert_app.database_for(database_url)
