@@ -55,9 +55,9 @@ def _known_route() -> str:
 
 @bp.after_app_request
 def _count_ingest(response: Response) -> Response:
-    """Count each answer of `POST /hooks/<route>` by what became of the event: the
-    outcome the view left in `g.ingest_outcome` for a stored event (its status, or
-    `duplicate`), else what the answer itself says."""
+    """Count each answer of `POST /hooks/<route>` by what became of the event: for a
+    2xx, the outcome the view left in `g.ingest_outcome` (a stored event's status,
+    `duplicate`, or a sender's `ping`), else the HTTP status."""
     if request.endpoint != "ingest.receive":
         return response
     route = _known_route()
@@ -66,11 +66,8 @@ def _count_ingest(response: Response) -> Response:
     outcome = f"http_{response.status_code}"
     if response.status_code == 303:
         outcome = "redirected"
-    elif response.status_code < 300 and "ingest_outcome" in g:
-        outcome = g.ingest_outcome
-    elif response.is_json and response.status_code < 300:
-        answer = response.get_json(silent=True) or {}
-        outcome = answer.get("status", outcome)
+    elif response.status_code < 300:
+        outcome = g.get("ingest_outcome", outcome)
     EVENTS_RECEIVED.labels(route, outcome).inc()
     return response
 

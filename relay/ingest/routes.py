@@ -59,6 +59,7 @@ def receive(route: str):
         verify(mapping.verify, _delivery(raw, received_headers))
     except Ping as exc:
         log.info("sender_ping", route=route, detail=str(exc))
+        g.ingest_outcome = "ping"
         return jsonify(status="ping"), 200
     except Rejected as exc:
         count_failure(route)

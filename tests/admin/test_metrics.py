@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.admin.dispatch_metrics import instrument
 from relay.dispatch.worker import Dispatcher
+from relay.mapping import load_mappings
 from tests.admin.conftest import TOKEN, deliver, post
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,6 +26,26 @@ def scrape(client) -> dict:
 
 def value(figures, name, **labels):
     return figures.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_a_senders_ping_counts_as_ping(client, app, monkeypatch):
+    monkeypatch.setenv("WOO_SECRET", "s3cret")
+    relay = app.extensions["relay"]
+    woo = relay.config.mappings_dir / "woo.yaml"
+    woo.write_text("verify: {scheme: woocommerce, secret: '${WOO_SECRET}'}\nrules: [{name: r}]\n")
+    relay.mappings = load_mappings(relay.config.mappings_dir)
+    before = scrape(client)
+    answer = client.post(
+        "/hooks/woo", data=b"webhook_id=7", content_type="application/x-www-form-urlencoded"
+    )
+    assert answer.status_code == 200 and answer.get_json() == {"status": "ping"}
+    after = scrape(client)
+    key = {"route": "woo", "outcome": "ping"}
+    assert (
+        value(after, "relay_events_received_total", **key)
+        - value(before, "relay_events_received_total", **key)
+        == 1
+    )
 
 
 def test_metrics_need_the_token(client):
