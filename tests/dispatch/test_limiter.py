@@ -3,6 +3,7 @@ import time
 
 import pytest
 from sqlalchemy import event, text
+from structlog.testing import capture_logs
 
 from relay.dispatch.backoff import Backoff
 from relay.dispatch.limiter import RateLimiter, SharedRateLimiter
@@ -308,3 +309,51 @@ def test_shared_limiter_holds_the_call_a_burst_after_one_written_late(pg_engine)
     limiter.acquire()
     # the row alone would have let it go a span after the first went: 0.3 s earlier
     assert time.time() - first_written >= 1.03 - 0.01
+
+
+def test_a_call_written_late_holds_another_processs_call_a_burst_after_it(pg_engine):
+    # Another process knows nothing of this one's late write but the App's row: the call
+    # written 0.3 s late moves its time there, and the other process's call 5 after it
+    # waits for that.
+    late = SharedRateLimiter(pg_engine, "kartra-app:two", 5)
+    other = SharedRateLimiter(pg_engine, "kartra-app:two", 5)
+    late.acquire()
+    went = sent_times(pg_engine, "kartra-app:two")[-1]
+    time.sleep(0.3)
+    late.wrote()
+    first_written = time.time()
+    assert sent_times(pg_engine, "kartra-app:two") == [pytest.approx(went + 0.3, abs=0.02)]
+    for _ in range(4):
+        other.acquire()
+        other.wrote()
+    other.acquire()
+    # the row had when it went: the fifth would have gone 0.3 s earlier
+    assert time.time() - first_written >= 1.03 - 0.01
+    times = sent_times(pg_engine, "kartra-app:two")
+    assert times == sorted(times)
+
+
+def test_a_call_written_promptly_costs_no_statement(pg_engine):
+    limiter = SharedRateLimiter(pg_engine, "kartra-app:prompt", 20)
+    limiter.acquire()
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(pg_engine, "before_cursor_execute", count)
+    limiter.wrote()
+    event.remove(pg_engine, "before_cursor_execute", count)
+    assert statements == []
+
+
+def test_a_late_call_whose_time_cannot_be_moved_is_still_on_its_way(pg_engine):
+    limiter = SharedRateLimiter(pg_engine, "kartra-app:lost", 20)
+    limiter.acquire()
+    with pg_engine.begin() as conn:
+        conn.execute(text("ALTER TABLE rate_limits RENAME TO rate_limits_away"))
+    time.sleep(0.02)
+    with capture_logs() as logs:
+        limiter.wrote()  # logged, not raised: the request is already written
+    assert [line["event"] for line in logs] == ["rate_limit_written_time_not_recorded"]
+    assert logs[0]["key"] == "kartra-app:lost" and "rate_limits" in logs[0]["error"]
