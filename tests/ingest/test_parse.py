@@ -1,12 +1,10 @@
 import gc
 import json
-from pathlib import Path
 
 import pytest
 
 from relay.ingest.parse import MAX_FIELDS, BodyError, nest, parse_body
-
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "sources" / "fixtures"
+from tests.conftest import FIXTURES
 
 
 def fixture(path: str) -> tuple[str, bytes]:

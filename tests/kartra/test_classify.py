@@ -1,20 +1,20 @@
 """`classify` must agree with API.md §11 and cover every code in commands.yaml."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from relay.kartra import classify
 from relay.kartra.client import CODE_CLASSES
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "kartra"
+KARTRA = SHARED / "kartra"
 
 
 def _documented_classes() -> dict[int, str]:
     """Expected class per code, read from the §11 tables of API.md."""
-    text = (SHARED / "API.md").read_text(encoding="utf-8")
+    text = (KARTRA / "API.md").read_text(encoding="utf-8")
     section = text[text.index("## 11. Error type codes") : text.index("## 12.")]
     call_level = section[: section.index("### 11.2")]
     expected = {}
@@ -52,7 +52,7 @@ def test_classify_matches_api_md(code: int, expected: str) -> None:
 
 
 def test_every_catalogued_code_has_an_explicit_row() -> None:
-    catalog = yaml.safe_load((SHARED / "commands.yaml").read_text(encoding="utf-8"))
+    catalog = yaml.safe_load((KARTRA / "commands.yaml").read_text(encoding="utf-8"))
     codes = {code for code in catalog["error_catalog"] if isinstance(code, int)}
     codes |= set(catalog["success_catalog"]) - {"no_type", "not_captured"}
     assert codes - CODE_CLASSES.keys() == set()

@@ -1,13 +1,12 @@
 """`relay.kartra.commands` must agree with the shared command catalogue."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from relay.kartra import ACTIONS, LEAD_COMMANDS, LEAD_FIELDS
+from tests.conftest import SHARED
 
-CATALOGUE = Path(__file__).resolve().parents[3] / "shared" / "kartra" / "commands.yaml"
+CATALOGUE = SHARED / "kartra" / "commands.yaml"
 COMMANDS = {
     entry["name"]: entry
     for entry in yaml.safe_load(CATALOGUE.read_text(encoding="utf-8"))["commands"]

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from relay.mapping import RenderError
+from tests.conftest import FIXTURES
 
 KEYS = [
     "email",
@@ -64,7 +65,7 @@ def random_value(rng: random.Random, depth: int = 0):
 
 def checkout_like(rng: random.Random):
     """A Stripe-shaped body with random holes, so rules get deep before they fail."""
-    with open("/work/shared/sources/fixtures/stripe/checkout.session.completed.json") as fh:
+    with open(FIXTURES / "stripe" / "checkout.session.completed.json") as fh:
         body = json.load(fh)
     obj = body["data"]["object"]
     for key in rng.sample(sorted(obj), k=rng.randint(0, 8)):

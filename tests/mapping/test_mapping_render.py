@@ -6,13 +6,14 @@ from urllib.parse import parse_qs
 import pytest
 
 from relay.mapping import RenderError
+from tests.conftest import FIXTURES
 
-FORM = "/work/shared/sources/fixtures/html-form"
+FORM = FIXTURES / "html-form"
 
 
 def optin_body():
     """The urlencoded opt-in fixture, as the body parser hands it over."""
-    with open(f"{FORM}/optin.urlencoded.txt") as fh:
+    with open(FORM / "optin.urlencoded.txt") as fh:
         fields = parse_qs(fh.read(), keep_blank_values=True)
     return {key: values[0] if len(values) == 1 else values for key, values in fields.items()}
 
@@ -68,7 +69,7 @@ def test_demo_rejects_a_post_without_a_usable_email(demo, event, body, reason):
 
 
 def stripe(name):
-    with open(f"/work/shared/sources/fixtures/stripe/{name}.json") as fh:
+    with open(FIXTURES / "stripe" / f"{name}.json") as fh:
         return json.load(fh)
 
 
