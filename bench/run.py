@@ -221,20 +221,21 @@ def chart(r: dict) -> None:
         "one INSERT\nPostgreSQL",
         "relay\nPostgreSQL",
     ]
-    rates = [
-        bare,
-        ing["plain_insert"]["sqlite"]["full"]["rate"],
-        ing["sqlite"]["full"]["rate"],
-        ing["plain_insert"]["postgresql"]["full"]["rate"],
-        ing["postgresql"]["full"]["rate"],
+    # the table's ratios (each the median of the rounds' ratios), so bar and PASS agree
+    ratios = [
+        1.0,
+        ing["plain_insert"]["sqlite"]["ratio"],
+        ing["sqlite"]["ratio"],
+        ing["plain_insert"]["postgresql"]["ratio"],
+        ing["postgresql"]["ratio"],
     ]
     colors = ["#999999", "#a9c7ee", "#3b7dd8", "#a6dcbc", "#2a9d5c"]
-    left.bar(names, rates, color=colors)
+    left.bar(names, ratios, color=colors)
     left.tick_params(axis="x", labelsize=7)
-    left.axhline(bare * 0.60, color="#3b7dd8", linestyle="--", label="60 % of bare (SQLite target)")
-    left.axhline(bare * 0.45, color="#2a9d5c", linestyle=":", label="45 % of bare (PostgreSQL)")
-    left.set_title("1. Ingest, 32 connections")
-    left.set_ylabel("accepted events/s")
+    left.axhline(0.60, color="#3b7dd8", linestyle="--", label="SQLite target 0.60")
+    left.axhline(0.45, color="#2a9d5c", linestyle=":", label="PostgreSQL target 0.45")
+    left.set_title(f"1. Ingest, 32 connections (bare: {bare:,.0f} events/s)")
+    left.set_ylabel("accepted events/s, x bare Flask")
     left.legend(fontsize=7)
 
     d, b = r["dispatch"], r["backlog"]
