@@ -235,7 +235,7 @@ def chart(r: dict) -> None:
     left.axhline(0.60, color="#3b7dd8", linestyle="--", label="SQLite target 0.60")
     left.axhline(0.45, color="#2a9d5c", linestyle=":", label="PostgreSQL target 0.45")
     left.set_title(f"1. Ingest, 32 connections (bare: {bare:,.0f} events/s)")
-    left.set_ylabel("accepted events/s, x bare Flask")
+    left.set_ylabel("accepted events/s, as a share of bare Flask")
     left.legend(fontsize=7)
 
     d, b = r["dispatch"], r["backlog"]
