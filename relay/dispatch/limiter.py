@@ -313,7 +313,8 @@ class SharedRateLimiter(Limiter):
         try:
             self._move(went_at, went_at + late)
         except SQLAlchemyError as exc:
-            log.warning("rate_limit_written_time_not_recorded", key=self.key, error=str(exc))
+            reason = str(getattr(exc, "orig", None) or exc)  # the driver's words, not the SQL
+            log.warning("rate_limit_written_time_not_recorded", key=self.key, error=reason)
 
     # Run again after a lost connection when the first run was applied, it finds the
     # time it moved no longer there, and changes nothing.
