@@ -1,7 +1,8 @@
 """Engine creation and migrations.
 
 SQLite is tuned for one writer and many readers (WAL, synchronous=NORMAL, a busy
-timeout long enough for the dispatcher and the web threads to take turns).
+timeout long enough for the dispatcher and the web threads to take turns); the ingest
+takes the write lock as soon as it is free (`write_transaction`).
 
 Alembic is imported only to migrate: with Mako it costs about 8 MB in every process
 that imports it, and the web and worker processes only ask whether the schema is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,12 @@ from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, e
 from sqlalchemy.exc import OperationalError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# How long a SQLite writer waits for the write lock. SQLite's own busy handler sleeps 1,
+# 2, 5, 10, 15, 20, 25... ms between tries, so a writer may wake long after the lock is
+# free, and meanwhile another process takes it again; the ingest's writer
+# (`write_transaction`) tries every fraction of a millisecond instead.
+BUSY_TIMEOUT = 30.0
+_POLL_FIRST, _POLL_MAX = 0.0002, 0.001
 
 
 def connect(url: str, *, pre_ping: bool = True) -> Engine:
@@ -28,7 +36,9 @@ def connect(url: str, *, pre_ping: bool = True) -> Engine:
     connection still lives (one round trip). The dispatcher turns it off and retries
     instead (`relay.store.disconnects`): it checks out several times per Kartra call."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False}
+        )
         event.listen(engine, "connect", _tune_sqlite)
         return engine
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=10)
@@ -50,12 +60,41 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
             conn.rollback()
 
 
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()`; on SQLite the write lock is taken first (`BEGIN IMMEDIATE`),
+    retried every 0.2-1 ms for up to BUSY_TIMEOUT instead of through SQLite's busy
+    handler. A refused `BEGIN IMMEDIATE` has done nothing, so retrying it is safe."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            _take_write_lock(conn.connection.dbapi_connection)
+        yield conn
+
+
+def _take_write_lock(dbapi_connection) -> None:
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = _POLL_FIRST
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from None
+            time.sleep(pause)
+            pause = min(pause * 1.5, _POLL_MAX)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+
+
 def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     cursor.close()
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import OperationalError
 
-from relay.store.db import insert_rows
+from relay.store.db import insert_rows, write_transaction
 from relay.store.identities import remember_all
 from relay.store.tables import deliveries, events, utcnow
 from relay.store.wakeup import notify
@@ -218,7 +218,7 @@ def store_events(engine: Engine, news: list[NewEvent]) -> list[Stored]:
         _event_row(event_id, new, now)
         for event_id, new in zip(new_event_ids(len(news)), news, strict=True)
     ]
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         count = insert_rows(conn, events, rows, _SKIP_DUPLICATES).rowcount
         inserted = _stored_ids(conn, rows) if count != len(rows) else None
         results, plans, taught = [], [], []

@@ -1,13 +1,17 @@
+import sqlite3
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
-from relay.store import connect, wait_for_schema
-from relay.store.db import insert_rows
+from relay.store import connect, db, migrate, store_event, wait_for_schema
+from relay.store.db import insert_rows, write_transaction
 from relay.store.tables import events, utcnow
 from tests.postgres import _free_port
+from tests.store.test_queue import new_event, plan
 
 
 def test_wait_for_schema_answers_once_reachable(engine):
@@ -84,3 +88,54 @@ def test_insert_rows_binds_a_value_shared_by_rows_once_and_right(engine):
         (later, {"k": "v"}, {"n": 2}),
         (now, {"k": "w"}, {"n": 3}),
     ]
+
+
+def _hold_write_lock(path: str, seconds: float, released: list) -> threading.Thread:
+    """Another process's writer: takes the database's write lock, keeps it `seconds`,
+    commits, and notes when."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def hold():
+        time.sleep(seconds)
+        holder.execute("COMMIT")
+        released.append(time.perf_counter())
+        holder.close()
+
+    return threading.Thread(target=hold)
+
+
+def test_an_event_is_stored_soon_after_the_sqlite_write_lock_is_free(tmp_path):
+    # SQLite's busy handler would try again 78 ms after the first try, 18 ms after the
+    # lock is free at 60 ms; the storing thread tries every fraction of a millisecond.
+    path = str(tmp_path / "relay.db")
+    engine = connect(f"sqlite:///{path}")
+    migrate(engine)
+    released: list[float] = []
+    holding = _hold_write_lock(path, 0.06, released)
+    holding.start()
+    stored = store_event(engine, new_event(plan()))
+    committed = time.perf_counter()
+    holding.join(5)
+    assert stored.created
+    assert 0 <= committed - released[0] < 0.01
+    engine.dispose()
+
+
+def test_a_writer_gives_up_on_the_sqlite_write_lock_after_the_busy_timeout(tmp_path, monkeypatch):
+    path = str(tmp_path / "relay.db")
+    engine = connect(f"sqlite:///{path}")
+    migrate(engine)
+    monkeypatch.setattr(db, "BUSY_TIMEOUT", 0.1)
+    released: list[float] = []
+    holding = _hold_write_lock(path, 0.5, released)
+    holding.start()
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="database is locked"), write_transaction(engine):
+        pass
+    assert 0.1 <= time.monotonic() - started < 0.4
+    holding.join(5)
+    # the connection goes back to the pool with SQLite's own busy handler again
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 100
+    engine.dispose()
