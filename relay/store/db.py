@@ -81,7 +81,10 @@ def _take_write_lock(dbapi_connection) -> None:
                 dbapi_connection.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                # any kind of busy (the extended codes: another process recovering the
+                # WAL after a crash, say) is worth another try
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
                     raise OperationalError("BEGIN IMMEDIATE", None, exc) from None
             time.sleep(pause)
             pause = min(pause * 1.5, _POLL_MAX)
