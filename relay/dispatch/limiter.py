@@ -272,9 +272,6 @@ class SharedRateLimiter(Limiter):
         self._waiting = 0
         self._waiting_lock = threading.Lock()
         self._slot_at: float | None = None
-        # The last call that went: when (database clock), and when the answer saying so
-        # came (this machine's clock); guarded by _turn, then the caller's (`_mine`).
-        self._went: tuple[float, float] | None = None
 
     def acquire(self) -> float:
         start = self.clock()
@@ -293,7 +290,6 @@ class SharedRateLimiter(Limiter):
                 self.sleep(wait)
             with self._written_lock:
                 self._count_written(self.clock())
-            self._mine.went = self._went
         return self.clock() - start
 
     def wrote(self) -> None:
@@ -376,7 +372,9 @@ class SharedRateLimiter(Limiter):
         with self._autocommit() as conn:
             went, wait, room_at, now, slot = conn.execute(_GO, values).one()
         if went:
-            self._went = (now, self.clock())
+            # the caller's call: when it went (database clock), and when the answer
+            # saying so came (this machine's clock), until `wrote`
+            self._mine.went = (now, self.clock())
         if room_at is not None:
             room_at = self.clock() + self._aimed(room_at, room_at - now)
             with self._room_lock:
