@@ -12,9 +12,10 @@ through a file of requests signed beforehand, more than a run can send.
 
 All five servers (bare, the one-INSERT app and the relay on each database) stay up
 while rounds load each in turn as fast as 32 connections go, from wrk (accepted
-events/s, p50/p99). Then each relay at half its rate from an open-loop generator
-(`bench/openloop.py`: a constant rate over 32 connections, each request timed from when
-it was due), for p99 at a rate the server keeps up with.
+events/s, p50/p99). Then bare and each relay at half its own rate from an open-loop
+generator (`bench/openloop.py`: a constant rate over 32 connections, each request timed
+from when it was due), for p99 at a rate the server keeps up with; bare's is what the
+machine and gunicorn give an app that does nothing at that share of its capacity.
 
     .venv/bin/python -m bench.ingest [--seconds 4] [--rounds 3]
 """
@@ -226,8 +227,8 @@ def measure(seconds: float = 4.0, rounds: int = ROUNDS) -> dict:
     """Every server up at once, then `rounds` rounds that load each in turn at full
     speed for `seconds`: a machine that slows down or speeds up during the part weighs
     on every server alike, not on whichever ran then. A ratio to bare is the median of
-    the rounds' ratios; a server's figures are its median round's. Then each relay at
-    half its median rate."""
+    the rounds' ratios; a server's figures are its median round's. Then bare and each
+    relay at half its median rate."""
     work = Path(tempfile.mkdtemp(prefix="relay-ingest-"))
     cluster = Cluster().start()
     try:
@@ -245,7 +246,7 @@ def measure(seconds: float = 4.0, rounds: int = ROUNDS) -> dict:
             }
             runs = _rounds(servers, seconds, rounds, work)
             figures = {tag: _figures(runs[tag], runs["bare"]) for tag in servers}
-            for tag in ("sqlite", "pg"):
+            for tag in ("bare", "sqlite", "pg"):
                 figures[tag]["half"] = _half(servers[tag].url, tag, figures[tag]["full"], work)
             for tag, served in servers.items():
                 figures[tag]["rss_mb"] = peak_rss_mb(served.pid)

@@ -45,8 +45,16 @@ class Row:
 
 def rows(r: dict) -> list[Row]:
     ing, bare = r["ingest"], r["ingest"]["bare"]["full"]
+    bare_half = ing["bare"]["half"]
     out = [
         Row("1 ingest", "bare Flask (baseline)", _rate(bare), "", None),
+        Row(
+            "1 ingest",
+            "bare Flask (baseline): p99 at half its max rate",
+            f"{bare_half['p99']:.1f} ms at {bare_half['rate']:.0f}/s{_failures(bare_half)}",
+            "",
+            None,
+        ),
     ]
     for kind, name, share in (("sqlite", "SQLite", 0.60), ("postgresql", "PostgreSQL", 0.45)):
         full, half, ratio = ing[kind]["full"], ing[kind]["half"], ing[kind]["ratio"]
@@ -254,7 +262,7 @@ def chart(r: dict) -> None:
         labels.append(f"idle\n{i['kind']}")
         p50s.append(i["p50"])
         p99s.append(i["p99"])
-    for kind in ("sqlite", "postgresql"):
+    for kind in ("bare", "sqlite", "postgresql"):
         labels.append(f"ingest\nhalf rate\n{kind}")
         p50s.append(ing[kind]["half"]["p50"])
         p99s.append(ing[kind]["half"]["p99"])
@@ -348,7 +356,8 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             f"another process, 2 s warm-up each, then {ing['rounds']} rounds that run "
             f"`{command}` (max rate) on each server in turn; a ratio to bare is the "
             "median of the rounds' ratios, a server's figures are its median round's. "
-            f"Then `bench/openloop.py` at half a relay's rate: `{half}` (open loop: a "
+            "Then `bench/openloop.py` at half each server's rate, bare's and each "
+            f"relay's: `{half}` (open loop: a "
             "constant rate over 32 keep-alive "
             "connections, each request timed from when it was due, so requests queued "
             "behind a slow one count their wait).",
