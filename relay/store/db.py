@@ -74,7 +74,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def _take_write_lock(dbapi_connection) -> None:
     deadline = time.monotonic() + BUSY_TIMEOUT
     pause = _POLL_FIRST
-    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    _set_busy_timeout(dbapi_connection, 0)
     try:
         while True:
             try:
@@ -89,7 +89,11 @@ def _take_write_lock(dbapi_connection) -> None:
             time.sleep(pause)
             pause = min(pause * 1.5, _POLL_MAX)
     finally:
-        dbapi_connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        _set_busy_timeout(dbapi_connection, BUSY_TIMEOUT)
+
+
+def _set_busy_timeout(dbapi_connection, seconds: float) -> None:
+    dbapi_connection.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
@@ -97,8 +101,8 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     cursor.close()
+    _set_busy_timeout(dbapi_connection, BUSY_TIMEOUT)
 
 
 def _alembic_config(engine: Engine):
