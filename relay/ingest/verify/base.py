@@ -58,8 +58,12 @@ def any_equal(candidates: Iterable[bytes | str], expected: Iterable[bytes | str]
 
 
 def check_timestamp(timestamp: str, now: float, tolerance: int) -> int:
-    """`timestamp` as integer seconds within `tolerance` of `now`, either direction."""
-    if not timestamp.isdigit():
+    """`timestamp` as integer seconds within `tolerance` of `now`, either direction.
+
+    ASCII digits only, and not more of them than seconds need: `str.isdigit` also
+    passes digits such as "²" that `int` refuses, and `int` refuses more than 4,300
+    digits; either would be a server error instead of a rejection."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise Rejected("timestamp is not integer seconds")
     value = int(timestamp)
     if abs(now - value) > tolerance:

@@ -18,7 +18,6 @@ process about 11 MB, and only routes verified by PayPal need them.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import threading
 import zlib
@@ -120,7 +119,7 @@ def verify_paypal(delivery: Delivery, spec: dict[str, Any]) -> None:
         raise Rejected("PAYPAL-CERT-URL is not an https URL on a paypal.com host")
     try:
         raw_signature = base64.b64decode(signature, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character beyond ASCII
         raise Rejected("PAYPAL-TRANSMISSION-SIG is not base64") from None
     crc = zlib.crc32(delivery.body) & 0xFFFFFFFF
     message = f"{transmission_id}|{transmission_time}|{spec['webhook_id']}|{crc}".encode()

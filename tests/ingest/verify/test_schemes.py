@@ -29,6 +29,8 @@ def test_http_basic():
         basic("other", "new-pw"),
         {},
         {"authorization": "Bearer x"},
+        {"authorization": "Basic \xff\xfe"},
+        {"authorization": "Basic //8="},
     ):
         with pytest.raises(Rejected):
             verify(spec, Delivery(BODY, headers))
@@ -181,3 +183,11 @@ def test_standard_webhooks_hmac_and_public_key_side_by_side():
     mac = hmac.new(b"k" * 24, f"m.{now}.".encode() + body, hashlib.sha256).digest()
     v1 = "v1," + base64.b64encode(mac).decode()
     verify(spec, Delivery(body, headers | {"webhook-signature": v1}, now=now))
+
+
+@pytest.mark.parametrize("timestamp", ["\xb2", "\u0663", "9" * 5000, "", "-5", " 1", "1.5"])
+def test_a_timestamp_that_is_not_plain_seconds_is_a_rejection(timestamp):
+    spec = {"scheme": "stripe", "secrets": ["whsec_k"], "tolerance": 300}
+    header = {"stripe-signature": f"t={timestamp},v1=00"}
+    with pytest.raises(Rejected, match="not integer seconds"):
+        verify(spec, Delivery(BODY, header, now=1000))
