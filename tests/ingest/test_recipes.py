@@ -292,13 +292,32 @@ def render_body(sender: str, body: dict):
     return recipe(sender).render({"body": body, "headers": {}, "query": {}, "route": sender})
 
 
-def test_stripe_invoice_paid_tags_the_subscription_product():
+def parsed(sender: str, name: str) -> dict:
+    body, headers = fixture(sender, name)
+    return parse_body(headers["Content-Type"], body)
+
+
+def outcome(sender: str, body: dict) -> tuple[str, str | None, list]:
+    rendered = render_body(sender, body)
+    actions = [a for plan in rendered.plans for a in plan["actions"]]
+    return rendered.status, rendered.rule, [(a["cmd"], a.get("tag_name")) for a in actions]
+
+
+# Stripe API versions from 2025-03-31 moved the line's price under pricing.price_details.
+@pytest.mark.parametrize(
+    "line",
+    [
+        {"price": {"product": "prod_RFixturePro"}},
+        {"pricing": {"type": "price_details", "price_details": {"product": "prod_RFixturePro"}}},
+    ],
+)
+def test_stripe_invoice_paid_tags_the_subscription_product(line):
     invoice = {
         "customer": "cus_RFixtureMaria01",
         "customer_email": "Maria@Example.com",
         "customer_name": "Maria Garcia",
         "customer_phone": None,
-        "lines": {"data": [{"price": {"product": "prod_RFixturePro"}}]},
+        "lines": {"data": [line]},
     }
     rendered = render_body("stripe", {"type": "invoice.paid", "data": {"object": invoice}})
     [plan] = rendered.plans
@@ -345,3 +364,43 @@ def test_calendly_cancellation_takes_the_booking_tag_back():
         {"cmd": "unassign_tag", "tag_name": "Booked: Intro"},
         {"cmd": "assign_tag", "tag_name": "Cancelled Call"},
     ]
+
+
+def test_a_partial_stripe_refund_leaves_the_product():
+    body = parsed("stripe", "charge.refunded")
+    body["data"]["object"]["refunded"] = False
+    assert outcome("stripe", body) == ("ignored", "partial-refund", [])
+
+
+def test_a_gumroad_dispute_the_seller_won_gives_the_product_back():
+    body = parsed("gumroad", "refund")
+    body |= {"resource_name": "dispute_won", "refunded": "false", "disputed": "true"}
+    body["dispute_won"] = "true"
+    assert outcome("gumroad", body) == (
+        "queued",
+        "dispute-won",
+        [("assign_tag", "Notion Content Planner"), ("unassign_tag", "Refunded")],
+    )
+    body |= {"resource_name": "dispute", "dispute_won": "false"}
+    assert outcome("gumroad", body)[1] == "refunded"
+
+
+def test_a_rescheduled_calendly_booking_keeps_its_tag():
+    body = parsed("calendly", "invitee.created")
+    body["event"] = "invitee.canceled"
+    assert outcome("calendly", body)[1] == "cancelled"
+    body["payload"]["rescheduled"] = True
+    assert outcome("calendly", body) == ("ignored", "rescheduled", [])
+
+
+@pytest.mark.parametrize(("kind", "item"), [("partial", "product"), ("full", "bump")])
+def test_a_thrivecart_refund_of_part_of_an_order_leaves_the_product(kind, item):
+    body = parsed("thrivecart", "order.refund")
+    body["refund"] |= {"type": kind, "item_type": item}
+    assert outcome("thrivecart", body) == ("ignored", "partial-refund", [])
+
+
+def test_a_partial_lemon_squeezy_refund_leaves_the_product():
+    body = parsed("lemonsqueezy", "order_refunded")
+    body["data"]["attributes"]["status"] = "partial_refund"
+    assert outcome("lemonsqueezy", body) == ("ignored", "partial-refund", [])
