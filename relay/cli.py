@@ -203,8 +203,11 @@ def upgrade() -> None:
     """Create or migrate the schema to the latest version."""
     from relay.store import connect, migrate
 
-    config = _config()
-    migrate(connect(config.database_url))
+    engine = connect(_config().database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
     click.echo("database schema is current")
 
 

@@ -105,20 +105,16 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     _set_busy_timeout(dbapi_connection, BUSY_TIMEOUT)
 
 
-def _alembic_config(engine: Engine):
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision`; safe to run on every release.
+
+    Alembic gets the connection, never the URL: its options are ConfigParser values,
+    where a `%` (a percent-encoded password) is an error that quotes the whole URL."""
+    from alembic import command
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
-    return config
-
-
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision`; safe to run on every release."""
-    from alembic import command
-
-    config = _alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

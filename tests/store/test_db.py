@@ -4,9 +4,11 @@ import time
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
+from relay.cli import main
 from relay.store import connect, db, migrate, store_event, wait_for_schema
 from relay.store.db import insert_rows, write_transaction
 from relay.store.tables import events, utcnow
@@ -138,4 +140,21 @@ def test_a_writer_gives_up_on_the_sqlite_write_lock_after_the_busy_timeout(tmp_p
     # the connection goes back to the pool with SQLite's own busy handler again
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 100
+    engine.dispose()
+
+
+def test_db_upgrade_takes_a_url_with_a_percent_sign(database_url, tmp_path):
+    """A percent-encoded password (`p%40ss` for p@ss) or a `%` in a SQLite path: Alembic
+    reads its options as ConfigParser values, where `%` is an error quoting the URL."""
+    if database_url.startswith("sqlite"):
+        folder = tmp_path / "100%"
+        folder.mkdir()
+        url = f"sqlite:///{folder / 'relay.db'}"
+    else:
+        url = database_url.replace("://relay@", "://relay:s3cret%40pw@")  # trust auth
+    done = CliRunner().invoke(main, ["db", "upgrade"], env={"DATABASE_URL": url})
+    assert done.exit_code == 0, done.output
+    assert "s3cret" not in done.output
+    engine = connect(url)
+    assert wait_for_schema(engine, timeout=1) is True
     engine.dispose()

@@ -1,25 +1,12 @@
-"""Alembic environment: the URL comes from the relay's own configuration."""
+"""Alembic environment: `relay.store.migrate` hands in the connection to migrate."""
 
 from alembic import context
-from sqlalchemy import create_engine
 
 from relay.store.tables import metadata
 
-config = context.config
-
 
 def run_migrations() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as connection:
-        _run(connection)
-    engine.dispose()
-
-
-def _run(connection) -> None:
+    connection = context.config.attributes["connection"]
     context.configure(
         connection=connection,
         target_metadata=metadata,
