@@ -7,11 +7,15 @@ line needs to say *which* lead without publishing the address.
 
 from __future__ import annotations
 
+import functools
+import html
+import json
 import logging
 import sys
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import quote, quote_plus
 
 import structlog
 
@@ -27,11 +31,24 @@ _LEVELS = {
 }
 
 
+@functools.cache
+def secret_forms(secret: str) -> frozenset[str]:
+    """`secret` as written and as an answer may echo it: form-encoded (a space as `+`),
+    percent-encoded, HTML-escaped, JSON-escaped. An error page that quotes the request's
+    body shows the key and password form-encoded."""
+    escaped = json.dumps(secret)[1:-1]
+    return frozenset(
+        (secret, quote_plus(secret), quote(secret, safe=""), html.escape(secret), escaped)
+    )
+
+
 class Redactor:
-    """A structlog processor that replaces every known secret value with `***`."""
+    """A structlog processor that replaces every known secret value, in any of its
+    `secret_forms`, with `***`."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        forms = {form for s in secrets if s and len(s) >= 4 for form in secret_forms(s)}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, logger, method_name, event_dict):
         if not self.secrets:

@@ -23,18 +23,20 @@ def test_every_configured_secret_is_redacted(tmp_path, monkeypatch, capsys, engi
         mappings_dir=tmp_path,
         kartra_app_id="app",
         admin_token="admin-token-SECRET-0123",
-        accounts={"default": Account("default", "key-SECRET-1", "pw-SECRET-2")},
+        accounts={"default": Account("default", "key-SECRET-1", "pw SECRET&2")},
     )
     create_app(config, engine)
     capsys.readouterr()
     get_logger("test").error(
         "oops",
-        detail={"leak": ["key-SECRET-1 pw-SECRET-2"]},
+        detail={"leak": ["key-SECRET-1 pw SECRET&2"]},
         also="whsec_route-SECRET-991 admin-token-SECRET-0123",
+        echoed="api_password=pw+SECRET%262 / pw%20SECRET%262 / pw SECRET&amp;2",
     )
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["detail"] == {"leak": ["*** ***"]}
     assert line["also"] == "*** ***"
+    assert line["echoed"] == "api_password=*** / *** / ***"
 
 
 def test_mask_email():

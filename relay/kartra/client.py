@@ -42,6 +42,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from relay.kartra.commands import ACTIONS, LEAD_COMMANDS, LEAD_FIELDS
 from relay.kartra.form import encode
+from relay.logs import secret_forms
 
 MASK = "***"
 SECRET_PARAMS = frozenset({"api_key", "api_password"})
@@ -367,7 +368,7 @@ def _result(cmd: str, body: Mapping[str, Any], kind: str | None = None) -> Actio
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """Remove secret strings from anything Kartra echoed back."""
+    """Remove secret strings (each form of `secret_forms`) from anything Kartra echoed back."""
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, MASK)
@@ -516,7 +517,10 @@ class KartraClient:
         `written()` runs once the request is written whole (on the session this client
         made), before its answer comes.
         """
-        secrets = tuple(s for s in (credentials.api_key, credentials.api_password) if s)
+        forms = {
+            f for s in (credentials.api_key, credentials.api_password) if s for f in secret_forms(s)
+        }
+        secrets = tuple(sorted(forms, key=len, reverse=True))  # a longer form may hold another
         params = {
             "app_id": credentials.app_id,
             "api_key": credentials.api_key,
@@ -554,7 +558,8 @@ class KartraClient:
             payload = response.json()
         except ValueError:
             payload = None
-            call.response = _scrub(response.text[:RESPONSE_TEXT_LIMIT], secrets)
+            # scrubbed before it is cut: a cut through a secret would keep its start
+            call.response = _scrub(response.text, secrets)[:RESPONSE_TEXT_LIMIT]
         else:
             call.response = _scrub(payload, secrets)
         if response.status_code != 200:

@@ -1,6 +1,8 @@
 """Envelope parsing (API.md §5.2) and how `KartraClient.call` reports each answer."""
 
+import html
 import json
+from urllib.parse import quote_plus
 
 import pytest
 import requests
@@ -8,6 +10,7 @@ from urllib3.exceptions import ProtocolError
 
 from relay.kartra import Credentials, parse_response
 from relay.kartra.form import decode
+from tests.kartra.conftest import APP_ID
 
 PARAMS = {
     "app_id": "app",
@@ -187,3 +190,26 @@ def test_secrets_echoed_by_kartra_are_scrubbed(mock_client, credentials: Credent
     assert credentials.api_password not in text
     assert call.request["api_key"] == "***"
     assert call.response["message"] == "key *** / *** not valid"
+
+
+def test_secrets_echoed_in_another_form_or_cut_short_are_scrubbed(mock_client) -> None:
+    """An error page (a proxy's, say) that quotes the form-encoded request body, escaped
+    as HTML; or a secret cut by the 2,000-character limit on stored text."""
+    credentials = Credentials(APP_ID, "Key+/abc=XYZ123", "Pass word&<UVW>")
+    body = {}
+
+    def echo(request: requests.PreparedRequest) -> tuple[int, str]:
+        body["sent"] = request.body
+        return 502, f"<pre>{html.escape(request.body)}</pre>"
+
+    client, _ = mock_client(echo)
+    call = client.call(credentials, PARAMS)
+    assert quote_plus(credentials.api_key) in body["sent"]
+    assert "api_key=***&amp;api_password=***" in call.response
+    for secret in (credentials.api_key, credentials.api_password):
+        for form in (secret, quote_plus(secret), html.escape(secret)):
+            assert form not in repr(call)
+
+    client, _ = mock_client(lambda request: (502, "x" * 1995 + credentials.api_key))
+    call = client.call(credentials, PARAMS)
+    assert call.response == "x" * 1995 + "***"
