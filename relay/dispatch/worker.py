@@ -173,8 +173,13 @@ class Dispatcher:
                     self.wake.wait(self.poll_interval)
         if listener:
             listener.join(timeout=5)
-        released = queue.release(self.engine, self.name)
-        queue.forget_worker(self.engine, self.name)
+        try:
+            released = queue.release(self.engine, self.name)
+            queue.forget_worker(self.engine, self.name)
+        except Exception:
+            # the database is gone as the process stops: the claims expire with the lease
+            log.exception("release_failed", worker=self.name)
+            released = None
         log.info("worker_stopped", worker=self.name, released=released)
 
     def _beat(self, started_at) -> None:

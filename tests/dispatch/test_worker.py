@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 from tenacity import wait_none
 
@@ -226,6 +227,18 @@ def test_shutdown_stops_promptly_and_releases_claims(engine, kartra_url):
     thread.join(10)
     assert not thread.is_alive()
     assert time.monotonic() - started < 2
+
+
+def test_a_database_gone_at_shutdown_is_logged_not_raised(engine, kartra_url, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OperationalError("UPDATE deliveries", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(queue, "release", unreachable)
+    d = dispatcher(engine, config(kartra_url))
+    d.shutdown()
+    with capture_logs() as logs:
+        d.run()
+    assert [line["event"] for line in logs][-2:] == ["release_failed", "worker_stopped"]
 
 
 def test_a_retry_after_an_ambiguous_failure_is_marked_ambiguous(engine, fake, kartra_url):
