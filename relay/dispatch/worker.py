@@ -458,9 +458,8 @@ def _call_outcome(call: KartraCall) -> str:
 
 def _record(call: KartraCall, ambiguous: bool) -> queue.AttemptRecord:
     """`ambiguous`: this call repeats one that may already have been applied."""
-    finished = utcnow()
     return queue.AttemptRecord(
-        started_at=finished - timedelta(milliseconds=call.duration_ms),
+        started_at=call.started_at,
         duration_ms=call.duration_ms,
         request=call.request,
         http_status=call.http_status,

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -189,6 +190,7 @@ class KartraCall:
     http_status: int | None
     response: Any
     duration_ms: float
+    started_at: datetime
     results: list[ActionResult] = field(default_factory=list)
     error: str | None = None
     kind: str | None = None
@@ -528,7 +530,13 @@ class KartraClient:
             **{key: value for key, value in params.items() if key not in _CREDENTIAL_PARAMS},
         }
         cmds = [str(action.get("cmd", "")) for action in params.get("actions") or []]
-        call = KartraCall(request=mask(params), http_status=None, response=None, duration_ms=0.0)
+        call = KartraCall(
+            request=mask(params),
+            http_status=None,
+            response=None,
+            duration_ms=0.0,
+            started_at=datetime.now(UTC),
+        )
         started = time.perf_counter()
         _writing.callback = written
         try:

@@ -241,6 +241,18 @@ def test_a_database_gone_at_shutdown_is_logged_not_raised(engine, kartra_url, mo
     assert [line["event"] for line in logs][-2:] == ["release_failed", "worker_stopped"]
 
 
+def test_each_call_of_an_attempt_is_stored_with_its_own_start(engine, fake, kartra_url):
+    fake.down = True
+    enqueue(engine)
+    dispatcher(engine, config(kartra_url), retry_wait=lambda retry_state: 0.3).run_once()
+    with engine.connect() as conn:
+        calls = conn.execute(select(attempts).order_by(attempts.c.id)).all()
+    assert len(calls) == 3
+    for before, after in zip(calls, calls[1:], strict=False):
+        ended = before.started_at + timedelta(milliseconds=before.duration_ms)
+        assert after.started_at - ended >= timedelta(seconds=0.29)
+
+
 def test_a_retry_after_an_ambiguous_failure_is_marked_ambiguous(engine, fake, kartra_url):
     fake.down = True
 
