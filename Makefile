@@ -1,4 +1,5 @@
 # Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
+# Settings in .env are read by the relay itself (`python -m relay ...`), not by make.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,12 +7,6 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .PHONY: run test lint format check bench fuzz clean
-
-# `make run` reads settings from .env when there is one (see .env.example).
-ifneq (,$(wildcard .env))
-include .env
-export
-endif
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from relay.config import Config, ConfigError
+from relay.config import Config, ConfigError, load_env_file
 
 
 def build_or_exit():
@@ -53,7 +53,14 @@ def _mappings(config: Config) -> dict:
 
 @click.group()
 def main() -> None:
-    """Kartra Relay: webhooks from forms and payment processors into Kartra."""
+    """Kartra Relay: webhooks from forms and payment processors into Kartra.
+
+    Settings come from the environment, and from `.env` (or ENV_FILE) for those it
+    does not set."""
+    try:
+        load_env_file()
+    except ConfigError as exc:
+        _fail(exc)
 
 
 @main.command()

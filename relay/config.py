@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +21,30 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it."""
+
+
+def load_env_file(environ: MutableMapping[str, str] = os.environ) -> Path | None:
+    """Put the settings of `ENV_FILE` (default `.env` in the working directory) into
+    `environ`, each only where the environment does not set it; return the file read.
+
+    python-dotenv reads it: quotes are removed, `#` after a space starts a comment, and
+    values are otherwise literal (`${NAME}` is not expanded), so a password with `$` or
+    `#` arrives whole. An empty ENV_FILE reads no file; one named but missing is an error.
+    """
+    name = environ.get("ENV_FILE", ".env")
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        if "ENV_FILE" in environ:
+            raise ConfigError(f"ENV_FILE: {name} is not a file")
+        return None
+    from dotenv import dotenv_values
+
+    for key, value in dotenv_values(path, interpolate=False).items():
+        if value is not None:
+            environ.setdefault(key, value)
+    return path
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ from relay.kartra.fake import FakeKartra, create_app
 from relay.store import connect, migrate
 from tests.postgres import Cluster
 
+# The relay's CLI reads a `.env` of the working directory; a developer's own must not
+# reach the tests, in this process or in the relay processes they start.
+os.environ["ENV_FILE"] = ""
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "sources" / "fixtures"

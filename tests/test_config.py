@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from relay.config import Config, ConfigError
+from relay.config import Config, ConfigError, load_env_file
 from tests.conftest import ROOT
 
 
@@ -109,6 +109,7 @@ def test_credentials_travel_only_over_https_or_to_this_machine(url):
 def test_start_up_refuses_plain_http_in_one_line_naming_the_setting(tmp_path):
     env = {
         "PATH": os.environ["PATH"],
+        "ENV_FILE": "",
         "KARTRA_API_URL": "http://kartra.example.com/api",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
     }
@@ -154,3 +155,51 @@ def test_named_accounts_without_a_default_one():
         }
     )
     assert list(config.accounts) == ["shop_eu"] and config.mode == "live"
+
+
+def test_the_env_file_fills_what_the_environment_does_not_set(tmp_path):
+    env_file = tmp_path / "settings.env"
+    env_file.write_text(
+        "KARTRA_API_PASSWORD=ab$cd#ef\n"
+        'KARTRA_API_KEY="k ${HOME} y"  # a note\n'
+        "KARTRA_APP_ID=from-the-file\n"
+        "KARTRA_TEST_MODE=\n"
+    )
+    environ = {"ENV_FILE": str(env_file), "KARTRA_APP_ID": "from-the-environment"}
+    assert load_env_file(environ) == env_file
+    assert environ == {
+        "ENV_FILE": str(env_file),
+        "KARTRA_APP_ID": "from-the-environment",
+        "KARTRA_API_PASSWORD": "ab$cd#ef",
+        "KARTRA_API_KEY": "k ${HOME} y",
+        "KARTRA_TEST_MODE": "",
+    }
+
+
+def test_without_an_env_file_nothing_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_env_file({}) is None
+    (tmp_path / ".env").write_text("LOG_LEVEL=debug\n")
+    assert load_env_file(environ := {"ENV_FILE": ""}) is None and environ == {"ENV_FILE": ""}
+    with pytest.raises(ConfigError, match="^ENV_FILE: staging.env is not a file$"):
+        load_env_file({"ENV_FILE": "staging.env"})
+
+
+def test_the_cli_reads_the_env_file_of_its_working_directory(tmp_path):
+    """What the README promises: a webhook secret in `.env` is enough for `check`."""
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "stripe.yaml").write_text((ROOT / "mappings/examples/stripe.yaml").read_text())
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "MAPPINGS_DIR": str(mappings)}
+
+    def check() -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "relay", "check"]
+        return subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    done = check()
+    assert done.returncode == 1 and "STRIPE_WEBHOOK_SECRET is not set" in done.stderr
+    (tmp_path / ".env").write_text("STRIPE_WEBHOOK_SECRET='whsec_from#the$file'\n")
+    done = check()
+    assert done.returncode == 0, done.stderr
