@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, jsonify, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -51,6 +52,8 @@ def create_app(config: Config | None = None, engine: Engine | None = None) -> Fl
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _storage_error)
     app.register_error_handler(SlowClient, _slow_client)
+    app.register_error_handler(NoMoreData, _body_broken)
+    app.register_error_handler(ParseException, _body_broken)
     announce(relay)
     return app
 
@@ -104,6 +107,14 @@ def _http_error(exc: HTTPException):
 def _slow_client(exc: SlowClient):
     log.info("request_too_slow", path=request.path, timeout=exc.timeout)
     return jsonify(error=f"{exc} (REQUEST_READ_TIMEOUT)"), 408, {"Connection": "close"}
+
+
+def _body_broken(exc: NoMoreData | ParseException):
+    """A streamed (chunked) body that stopped, or whose framing is wrong, as the app
+    reads it: nothing is stored, and the connection cannot carry another request."""
+    reason = "the body ended before it was complete" if isinstance(exc, NoMoreData) else str(exc)
+    log.info("request_body_broken", path=request.path, reason=reason)
+    return jsonify(error=reason), 400, {"Connection": "close"}
 
 
 def _storage_error(exc: OperationalError):

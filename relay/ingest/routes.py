@@ -13,7 +13,7 @@ import hashlib
 import time
 
 from flask import Blueprint, current_app, g, jsonify, redirect, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from relay.ingest.forms import cors_headers, foreign_origin
 from relay.ingest.limits import form_wait, retry_after, with_retry_after
@@ -192,11 +192,17 @@ def _read_body(limit: int) -> bytes:
     Read from the WSGI input itself: for a streamed (chunked) body werkzeug's own
     limit silently truncates at `limit` bytes, and a truncated event is a corrupt one.
     """
-    if request.content_length is not None and request.content_length > limit:
+    announced = request.content_length
+    if announced is not None and announced > limit:
         raise RequestEntityTooLarge()
     raw = request.environ["wsgi.input"].read(limit + 1)
     if len(raw) > limit:
         raise RequestEntityTooLarge()
+    if announced is not None and len(raw) < announced:
+        # the client went away mid-upload: gunicorn returns what came
+        raise BadRequest(
+            f"the body ended after {len(raw)} of the {announced} bytes of its Content-Length"
+        )
     return raw
 
 
