@@ -71,8 +71,12 @@ def _decode(raw: bytes, charset: str) -> str:
         raise BodyError(f"unknown charset {charset!r}", status=415) from None
     try:
         return raw.decode(charset)
+    except LookupError:  # a codec that does not make text of bytes: base64, rot13, zlib...
+        raise BodyError(f"unknown charset {charset!r}: not a text encoding", status=415) from None
     except UnicodeDecodeError as exc:
         raise BodyError(f"body is not valid {charset}: byte {exc.start}") from None
+    except UnicodeError as exc:  # codecs that say no without a position: punycode, undefined
+        raise BodyError(f"body is not valid {charset}: {exc}") from None
 
 
 def _json(raw: bytes, charset: str) -> dict[str, Any]:

@@ -1,5 +1,8 @@
+import encodings
 import gc
 import json
+import pkgutil
+from encodings.aliases import aliases
 
 import pytest
 
@@ -189,3 +192,22 @@ def test_jotform_raw_request_is_decoded_in_place():
         parse_body("application/x-www-form-urlencoded", b"rawRequest=%7Bnot+json")["rawRequest"]
         == "{not json"
     )
+
+
+def test_every_charset_python_knows_is_text_or_a_clear_refusal():
+    """`codecs.lookup` also finds codecs that are not bytes to text (base64, rot13, zlib)
+    and some that refuse without a position (punycode, undefined): each a 500 once."""
+    names = set(aliases) | set(aliases.values())
+    names |= {module.name for module in pkgutil.iter_modules(encodings.__path__)}
+    refused = set()
+    for name in sorted(names):
+        for content_type, body in (
+            (f"application/json; charset={name}", b'{"email": "a@b.co"}'),
+            (f"application/x-www-form-urlencoded; charset={name}", b"email=a%40b.co&n=\xff"),
+            ("application/x-www-form-urlencoded", b"charset=" + name.encode() + b"&email=a"),
+        ):
+            try:
+                parse_body(content_type, body)
+            except BodyError as exc:
+                refused.add(exc.status)
+    assert refused == {400, 415}
