@@ -156,10 +156,10 @@ def _accounts(env: Mapping[str, str]) -> dict[str, Account]:
     for name in (n.strip() for n in (env.get("KARTRA_ACCOUNTS") or "").split(",")):
         if not name:
             continue
-        if not re.fullmatch(r"[a-z0-9_]+", name) or name == "default":
+        if not re.fullmatch(r"[a-z0-9_]{1,64}", name) or name == "default":
             raise ConfigError(
                 f"KARTRA_ACCOUNTS: {name!r} is not a valid account name "
-                "(lower-case letters, digits and _, not 'default')"
+                "(up to 64 lower-case letters, digits and _, not 'default')"
             )
         prefix = f"KARTRA_{name.upper()}_"
         for suffix in ("API_KEY", "API_PASSWORD"):

@@ -61,6 +61,7 @@ def test_database_url_accepts_heroku_spellings(url, expected):
         ({"KARTRA_API_KEY": "k", "KARTRA_API_PASSWORD": "p"}, "KARTRA_APP_ID"),
         ({"KARTRA_ACCOUNTS": "Shop-EU"}, "KARTRA_ACCOUNTS"),
         ({"KARTRA_ACCOUNTS": "default"}, "KARTRA_ACCOUNTS"),
+        ({"KARTRA_ACCOUNTS": "a" * 65}, "KARTRA_ACCOUNTS"),
         (
             {"KARTRA_ACCOUNTS": "shop_eu", "KARTRA_SHOP_EU_API_KEY": "k"},
             "KARTRA_SHOP_EU_API_PASSWORD",

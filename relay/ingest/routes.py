@@ -218,8 +218,10 @@ def _dedupe_key(mapping, payload, raw: bytes) -> str:
         event_id = mapping.event_id(payload)
     except RenderError:
         event_id = None
-    if event_id:
-        return "id:" + event_id[:290]
+    if event_id and len(event_id) <= 290:
+        return "id:" + event_id
+    if event_id:  # the column holds 300: a longer id is hashed whole, never cut
+        return "id-sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 

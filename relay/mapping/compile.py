@@ -19,7 +19,7 @@ from relay.mapping.errors import MappingError, Problem
 from relay.mapping.expressions import Sandbox, TemplateProblem
 from relay.mapping.files import FileProblem, read_yaml
 from relay.mapping.model import Action, Form, Lead, Mapping, Rule
-from relay.mapping.schema import ROUTE_NAME, check_shape, in_file_order
+from relay.mapping.schema import MAX_ROUTE, ROUTE_NAME, check_shape, in_file_order
 from relay.mapping.verify import resolve_verify
 
 SUFFIXES = (".yaml", ".yml")
@@ -61,13 +61,14 @@ def load_mapping(path: Path, env: EnvMapping[str, str] | None = None) -> Mapping
     """One mapping file; its route is the file stem. Raise MappingError with every problem."""
     file = str(path)
     route = path.stem
-    if not ROUTE_NAME.fullmatch(route):
+    if not ROUTE_NAME.fullmatch(route) or len(route) > MAX_ROUTE:
         raise MappingError(
             [
                 Problem(
                     file,
                     "",
-                    f"route name {route!r} must be lower-case letters, digits, - and _",
+                    f"route name {route!r} must be lower-case letters, digits, - and _, "
+                    f"at most {MAX_ROUTE} of them",
                     f"rename the file, e.g. {_route_like(route)}{path.suffix}",
                 )
             ]
@@ -214,4 +215,4 @@ class _Builder:
 
 def _route_like(stem: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower())
-    return cleaned.strip("-_") or "my-route"
+    return cleaned[:MAX_ROUTE].strip("-_") or "my-route"

@@ -21,6 +21,7 @@ from relay.mapping.filters import IDENTITIES
 MAX_REASON = 1000
 MAX_EMAIL = 254
 """The longest address SMTP can carry (RFC 5321: a 256-octet path, less its `<` `>`)."""
+MAX_LEAD_ID = 64  # Kartra's lead ids are numbers; the size of the stored column
 _NAME_KINDS = {"tag_name": "tags", "list_name": "lists", "sequence_name": "sequences"}
 
 
@@ -240,6 +241,11 @@ def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
         raise RenderError(
             f"rule {rule.name!r}: lead.email is {len(str(lead['email']))} characters long; "
             f"an email address has at most {MAX_EMAIL}"
+        )
+    if len(str(lead.get("id", ""))) > MAX_LEAD_ID:
+        raise RenderError(
+            f"rule {rule.name!r}: lead.id is {len(str(lead['id']))} characters long; "
+            f"a Kartra lead id has at most {MAX_LEAD_ID}"
         )
     return lead
 

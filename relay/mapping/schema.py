@@ -28,7 +28,8 @@ from relay.mapping.expressions import did_you_mean
 from relay.mapping.verify import check_verify
 
 ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
+ACCOUNT_NAME = re.compile(r"[a-z0-9_]{1,64}\Z")  # validate.Regexp matches at the start only
+MAX_ROUTE = 100  # the stored columns' sizes
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FIELD_IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
@@ -242,7 +243,9 @@ class RuleSchema(_Strict):
     )
     when = fields.String()
     account = fields.String(
-        validate=validate.Regexp(ACCOUNT_NAME, error="must be lower-case letters, digits and _")
+        validate=validate.Regexp(
+            ACCOUNT_NAME, error="must be 1 to 64 lower-case letters, digits and _"
+        )
     )
     lead = fields.Nested(LeadSchema)
     actions = fields.List(fields.Nested(ActionSchema))
@@ -291,7 +294,9 @@ class MappingSchema(_Strict):
     form = fields.Nested(FormSchema)
     event_id = fields.String()
     account = fields.String(
-        validate=validate.Regexp(ACCOUNT_NAME, error="must be lower-case letters, digits and _")
+        validate=validate.Regexp(
+            ACCOUNT_NAME, error="must be 1 to 64 lower-case letters, digits and _"
+        )
     )
     tables = Tables()
     rules = fields.List(

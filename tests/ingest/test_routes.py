@@ -85,6 +85,29 @@ def test_route_can_answer_202_and_dedupes_on_the_senders_event_id(client, engine
     assert len(rows(engine, events)) == 1 and len(rows(engine, deliveries)) == 1
 
 
+def test_long_event_ids_that_differ_only_at_their_end_are_two_events(client, engine):
+    """The dedupe column holds 300 characters: a longer id is hashed whole, not cut."""
+    for last in "ab":
+        body = {"id": "evt_" + "x" * 400 + last, "type": "purchase", "email": "a@b.co"}
+        assert client.post("/hooks/shop", json=body).status_code == 202
+        assert client.post("/hooks/shop", json=body).json["duplicate"] is True
+    assert len(rows(engine, events)) == 2
+
+
+def test_a_lead_id_too_long_for_kartra_is_a_stored_rejection(app, client, engine, tmp_path):
+    (tmp_path / "mappings" / "by-id.yaml").write_text(
+        "verify: none\nrules:\n  - name: tag\n    lead: {mode: existing, id: '{{ body.id }}'}\n"
+        "    actions: [{cmd: assign_tag, tag_name: Customer}]\n"
+    )
+    app = create_app(app.extensions["relay"].config, engine)
+    answer = app.test_client().post("/hooks/by-id", json={"id": "9" * 500})
+    assert answer.status_code == 200 and answer.json["status"] == "rejected"
+    [event] = rows(engine, events)
+    assert event["reason"] == (
+        "rule 'tag': lead.id is 500 characters long; a Kartra lead id has at most 64"
+    )
+
+
 def test_without_an_event_id_the_body_hash_dedupes(client, engine):
     client.post("/hooks/optin", data={"email": "a@b.co"})
     client.post("/hooks/optin", data={"email": "a@b.co"})

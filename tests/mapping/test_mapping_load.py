@@ -82,7 +82,9 @@ def test_missing_directory(tmp_path):
         load_mappings(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("name", ["Shop.yaml", "-shop.yaml", "shop.v2.yaml", "my shop.yaml"])
+@pytest.mark.parametrize(
+    "name", ["Shop.yaml", "-shop.yaml", "shop.v2.yaml", "my shop.yaml", "r" * 101 + ".yaml"]
+)
 def test_route_name_must_be_url_safe(mapping_dir, write, name):
     write(name, MINIMAL)
     with pytest.raises(MappingError) as caught:
@@ -90,6 +92,13 @@ def test_route_name_must_be_url_safe(mapping_dir, write, name):
     (problem,) = caught.value.problems
     assert "must be lower-case letters, digits, - and _" in problem.message
     assert problem.hint.startswith("rename the file")
+    assert len(problem.hint.split("e.g. ")[1].removesuffix(".yaml")) <= 100
+
+
+@pytest.mark.parametrize("account", ["a" * 65, "shop eu", "shop\\n"])
+def test_an_account_name_is_refused_unless_whole_and_short_enough(problems, account):
+    text = MINIMAL.replace("verify: none", f'verify: none\naccount: "{account}"')
+    assert problems(text) == ["account: must be 1 to 64 lower-case letters, digits and _"]
 
 
 def test_same_route_twice(mapping_dir, write):
@@ -236,7 +245,7 @@ def test_required_keys_and_types(problems):
         "(write `verify: none` to accept unsigned posts, or name a signature scheme)",
         "response.status: must be 200 or 202",
         "response.redirect: must be an http:// or https:// URL",
-        "account: must be lower-case letters, digits and _",
+        "account: must be 1 to 64 lower-case letters, digits and _",
         "event_id: must be text",
         "rules[0].name: required key is missing (give every rule a unique name)",
         "rules[1].name: must be 1 to 100 characters",
