@@ -155,8 +155,8 @@ def check(kartra: bool) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--content-type",
-    help="Default: from FILE.headers.json beside it, else by "
-    "extension (.json = JSON, else form-encoded).",
+    help="Default: from the headers file beside FILE (NAME.json -> NAME.headers.json), "
+    "else by extension (.json = JSON, else form-encoded).",
 )
 def try_(route: str, file: Path, content_type: str | None) -> None:
     """Print the Kartra calls the payload in FILE would produce, without sending."""
@@ -195,9 +195,15 @@ def _sample_headers(file: Path) -> dict[str, str]:
     beside = file.with_name(file.stem + ".headers.json")
     if not beside.exists():
         return {}
-    headers = json.loads(beside.read_text())
-    headers = headers.get("headers", headers)
-    return {k.lower(): str(v) for k, v in headers.items()}
+    try:
+        headers = json.loads(beside.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        _fail(ValueError(f"{beside}: not JSON: {exc}"))
+    if isinstance(headers, dict) and isinstance(headers.get("headers"), dict):
+        headers = headers["headers"]
+    if not isinstance(headers, dict):
+        _fail(ValueError(f'{beside}: expected {{"Header-Name": "value", ...}}'))
+    return {str(k).lower(): str(v) for k, v in headers.items()}
 
 
 @main.group()
@@ -208,11 +214,15 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Create or migrate the schema to the latest version."""
+    from sqlalchemy.exc import DBAPIError
+
     from relay.store import connect, migrate
 
     engine = connect(_config().database_url)
     try:
         migrate(engine)
+    except DBAPIError as exc:
+        _fail(ConfigError(f"DATABASE_URL: cannot migrate the database: {exc.orig}"))
     finally:
         engine.dispose()
     click.echo("database schema is current")
@@ -266,11 +276,24 @@ def resume(name: str) -> None:
 
 
 def _engine(config: Config):
-    """An engine closed with the command, so no connection outlives it."""
-    from relay.store import connect
+    """An engine closed with the command, so no connection outlives it; a database
+    that is missing, unreadable or not migrated stops the command with one line."""
+    from sqlalchemy.exc import DBAPIError
+
+    from relay.store import connect, schema_is_current
 
     engine = connect(config.database_url)
     click.get_current_context().call_on_close(engine.dispose)
+    upgrade = "run `python -m relay db upgrade` (or `make run`) first"
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and not os.path.exists(database):
+        _fail(ConfigError(f"DATABASE_URL: no database at {database}: {upgrade}"))
+    try:
+        current = schema_is_current(engine)
+    except DBAPIError as exc:
+        _fail(ConfigError(f"DATABASE_URL: cannot read the database: {exc.orig}"))
+    if not current:
+        _fail(ConfigError(f"DATABASE_URL: the database schema is not current: {upgrade}"))
     return engine
 
 

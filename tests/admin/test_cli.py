@@ -1,12 +1,13 @@
-"""`python -m relay events|show|replay|retry|accounts|purge|redact` on the same record
-the web app writes, through click's runner with the settings in the environment."""
+"""`python -m relay events|show|replay|retry|accounts|purge|redact|try` on the same
+record the web app writes, through click's runner with the settings in the environment."""
 
 import json
 from datetime import timedelta
 
+from click.testing import CliRunner
 from sqlalchemy import update
 
-from relay.cli import parse_age
+from relay.cli import main, parse_age
 from relay.store.search import get_event
 from relay.store.tables import events, utcnow
 from tests.admin.conftest import KEY, PASSWORD, deliver, deliver_or_die, post
@@ -137,3 +138,48 @@ def test_ages():
     assert parse_age("90s") == timedelta(seconds=90)
     assert parse_age("2w") == timedelta(weeks=2)
     assert parse_age(" 1H ") == timedelta(hours=1)
+
+
+def test_try_prints_the_call_a_payload_would_make_without_sending(cli, tmp_path):
+    payload = tmp_path / "order.json"
+    payload.write_text('{"id": "o1", "type": "purchase", "email": "Jane@Example.com"}')
+    shown = cli("try", "shop", str(payload)).output
+    assert shown.startswith("status: queued (rule purchase)\n")
+    call = json.loads(shown[shown.index("{") :])
+    assert (call["api_key"], call["api_password"]) == ("***", "***")
+    assert call["lead"] == {"email": "jane@example.com"}
+    assert call["actions"][1] == {"cmd": "assign_tag", "tag_name": "Custmer"}
+
+
+def test_try_names_a_broken_headers_file(cli, tmp_path):
+    payload = tmp_path / "order.json"
+    payload.write_text('{"id": "o1", "type": "purchase", "email": "jane@example.com"}')
+    headers = tmp_path / "order.headers.json"
+    for text, says in (("{oops", "not JSON"), ('["a"]', "expected"), ("7", "expected")):
+        headers.write_text(text)
+        failed = cli("try", "shop", str(payload), code=1).output
+        assert failed.startswith(f"kartra-relay: {headers}: ") and says in failed
+        assert "Traceback" not in failed
+
+
+def test_a_database_that_is_missing_unmigrated_or_not_one_is_named_in_one_line(tmp_path):
+    upgrade = "run `python -m relay db upgrade` (or `make run`) first"
+    missing = tmp_path / "missing.db"
+    unmigrated = tmp_path / "empty.db"
+    unmigrated.touch()
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database" * 100)
+    for database, says in (
+        (missing, f"no database at {missing}: {upgrade}"),
+        (unmigrated, f"the database schema is not current: {upgrade}"),
+        (broken, "cannot read the database: file is not a database"),
+    ):
+        env = {"DATABASE_URL": f"sqlite:///{database}"}
+        for command in (["events"], ["accounts"], ["show", "ev_1"]):
+            done = CliRunner().invoke(main, command, env=env)
+            assert (done.exit_code, done.output) == (1, f"kartra-relay: DATABASE_URL: {says}\n")
+    assert not missing.exists()
+    done = CliRunner().invoke(main, ["db", "upgrade"], env={"DATABASE_URL": f"sqlite:///{broken}"})
+    assert done.output == (
+        "kartra-relay: DATABASE_URL: cannot migrate the database: file is not a database\n"
+    )
