@@ -198,6 +198,41 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+def spelled_texts(source: str, tables: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The texts a `{{ expression }}` value can give that the file itself spells: a
+    quoted text, both branches of `a if c else b`, either side of `a or b`, every value
+    of the table a `lookup` reads (and its default). Nothing for other shapes, or for
+    what comes from the payload: those are known only when an event arrives."""
+    inner = _single_expression(source)
+    if inner is None:
+        return set()
+    try:
+        node = Parser(_PARSING, inner, state="variable").parse_expression()
+    except TemplateSyntaxError:
+        return set()
+    return _spelled(node, tables)
+
+
+def _spelled(node: nodes.Node, tables: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    if isinstance(node, nodes.Const):
+        return {node.value} if isinstance(node.value, str) else set()
+    if isinstance(node, nodes.CondExpr):
+        return _spelled(node.expr1, tables) | (
+            _spelled(node.expr2, tables) if node.expr2 else set()
+        )
+    if isinstance(node, nodes.Or):
+        return _spelled(node.left, tables) | _spelled(node.right, tables)
+    if isinstance(node, nodes.Filter) and node.name == "lookup" and node.args:
+        table = node.args[0].value if isinstance(node.args[0], nodes.Const) else None
+        found = {str(value) for value in tables.get(table, {}).values()}
+        defaults = node.args[1:] + [kw.value for kw in node.kwargs if kw.key == "default"]
+        return found.union(*(_spelled(default, tables) for default in defaults))
+    return set()
+
+
+_PARSING = ImmutableSandboxedEnvironment()  # parses only: filters are looked up at compile
+
+
 def _single_expression(source: str) -> str | None:
     """The expression inside `{{ ... }}` when that is the whole value, else None."""
     text = source.strip()

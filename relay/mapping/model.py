@@ -15,7 +15,7 @@ from typing import Any
 
 from relay.kartra.commands import ACTIONS
 from relay.mapping.errors import RenderError
-from relay.mapping.expressions import Condition, Value
+from relay.mapping.expressions import Condition, Value, spelled_texts
 from relay.mapping.filters import IDENTITIES
 
 MAX_REASON = 1000
@@ -147,12 +147,11 @@ class Mapping:
         return {rule.account or self.account for rule in self.rules}
 
     def names(self, account: str | None = None) -> dict[str, set[str]]:
-        """The literal tag, list, sequence and custom-field names this mapping uses (in
-        the rules that deliver to `account`, when given).
-
-        Only names written as literals in the file: a name rendered from the payload or
-        from a lookup table cannot be checked before an event arrives.
-        """
+        """The tag, list, sequence and custom-field names this mapping uses (in the rules
+        that deliver to `account`, when given): those the file spells, as a literal, a
+        quoted text in an expression, or a value of a table a `lookup` reads
+        (`spelled_texts`). A name rendered from the payload can only be checked when an
+        event arrives."""
         names: dict[str, set[str]] = {
             "tags": set(),
             "lists": set(),
@@ -169,8 +168,12 @@ class Mapping:
             for action in rule.actions:
                 for param, value in action.params:
                     kind = _NAME_KINDS.get(param)
-                    if kind and value.literal and isinstance(value.source, str):
+                    if kind is None or not isinstance(value.source, str):
+                        continue
+                    if value.literal:
                         names[kind].add(value.source)
+                    else:
+                        names[kind].update(spelled_texts(value.source, self.tables))
         return names
 
     def _plan(self, rule: Rule, context: dict[str, Any]) -> dict[str, Any] | None:

@@ -362,7 +362,34 @@ def test_event_id(rich, demo, load, event):
         rich.event_id(event({"id": [1]}))
 
 
-def test_names_lists_literal_names_only(rich, demo):
+def test_names_are_those_the_file_spells(load):
+    mapping = load(
+        """
+        verify: none
+        tables: {products: {p1: Course A, p2: Course B}}
+        rules:
+          - name: r
+            lead: {email: a@b.c}
+            actions:
+              - {cmd: assign_tag, tag_name: "{{ body.sku | lookup('products', 'Other') }}"}
+              - {cmd: assign_tag, tag_name: "{{ 'Refunded' if body.refund else 'Paid' }}"}
+              - {cmd: assign_tag, tag_name: "{{ body.tag or 'Fallback' }}"}
+              - {cmd: assign_tag, tag_name: "Booked: {{ body.event }}"}
+              - {cmd: subscribe_lead_to_list, list_name: "{{ body.list }}"}
+        """
+    )
+    assert mapping.names()["tags"] == {
+        "Course A",
+        "Course B",
+        "Other",
+        "Refunded",
+        "Paid",
+        "Fallback",
+    }
+    assert mapping.names()["lists"] == set()
+
+
+def test_names_lists_literal_names(rich, demo):
     assert rich.names() == {
         "tags": {"Member Access"},
         "lists": {"Customers"},
