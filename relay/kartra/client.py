@@ -246,6 +246,19 @@ class DataError(KartraError):
     """The event's data cannot be applied; retrying will not help."""
 
 
+def _nested(action: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan action as Kartra reads it: `base[key]` params (edit_subscription's
+    `subscription_recurrence[recurring_period_1]`) become `{base: {key: value}}`."""
+    nested: dict[str, Any] = {}
+    for param, value in action.items():
+        base, bracket, key = param.partition("[")
+        if bracket and key.endswith("]"):
+            nested.setdefault(base, {})[key[:-1]] = value
+        else:
+            nested[param] = value
+    return nested
+
+
 def build_params(
     credentials: Credentials,
     plan: Mapping[str, Any],
@@ -264,7 +277,9 @@ def build_params(
     lead up. Raises ValueError for plans the mapping engine should never produce.
     """
     skip = set(done)
-    actions = [dict(action) for i, action in enumerate(plan.get("actions") or []) if i not in skip]
+    actions = [
+        _nested(action) for i, action in enumerate(plan.get("actions") or []) if i not in skip
+    ]
     for action in actions:
         cmd = action.get("cmd")
         if cmd not in ACTIONS:

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Command:
+    """`optional_needed`: "one" (exactly one of the optional params) or "any" (at least
+    one); `choices`: the only values Kartra takes for a param. A param written
+    `base[key]` goes to Kartra nested, as `actions[i][base][key]`."""
+
     name: str
     needs_lead: bool
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
     idempotent: bool = True
+    optional_needed: str = ""
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -75,9 +81,13 @@ _ACTIONS = (
         (),
         ("transaction_id", "transaction_internal_subscription_id"),
         idempotent=False,
+        optional_needed="one",
     ),
     Command(
-        "modify_subscription_status", False, ("subscription_id", "subscription_status_modification")
+        "modify_subscription_status",
+        False,
+        ("subscription_id", "subscription_status_modification"),
+        choices=(("subscription_status_modification", ("cancel", "pause", "unpause")),),
     ),
     Command(
         "edit_subscription",
@@ -88,10 +98,27 @@ _ACTIONS = (
             "subscription_price_point",
             "subscription_next_payment_date",
             "subscription_amount",
-            "subscription_recurrence",
+            "subscription_recurrence[recurring_period_1]",
+            "subscription_recurrence[recurring_period_2]",
             "subscription_product_quantity",
             "subscription_installments_left",
             "subscription_tax_percent",
+        ),
+        optional_needed="any",
+        choices=(
+            (
+                "subscription_recurrence[recurring_period_1]",
+                (
+                    "monthly",
+                    "every 2 months",
+                    "quarterly",
+                    "yearly",
+                    "every 2 years",
+                    "weekly",
+                    "every 2 weeks",
+                ),
+            ),
+            ("subscription_recurrence[recurring_period_2]", ("yearly", "every 2 years")),
         ),
     ),
 )

@@ -263,9 +263,19 @@ def _action(rule: Rule, index: int, action: Action, context: dict[str, Any]) -> 
             item[param] = rendered
         elif param in command.required:
             raise RenderError(f"rule {rule.name!r}: {path} rendered empty")
-    if len(item) == 1 and command.params:
+    chosen = [param for param in command.optional if param in item]
+    if command.optional_needed and not chosen:
         needs = " or ".join(command.optional)
         raise RenderError(f"rule {rule.name!r}: actions[{index}] rendered none of {needs}")
+    if command.optional_needed == "one" and len(chosen) > 1:
+        both = " and ".join(chosen)
+        raise RenderError(f"rule {rule.name!r}: actions[{index}] rendered {both}; send one")
+    for param, allowed in command.choices:
+        if param in item and str(item[param]) not in allowed:
+            raise RenderError(
+                f"rule {rule.name!r}: actions[{index}].{param} rendered {item[param]!r}, "
+                f"not one of {', '.join(allowed)}"
+            )
     return item
 
 

@@ -24,7 +24,7 @@ from marshmallow import (
 
 from relay.kartra.commands import ACTIONS, LEAD_COMMANDS, LEAD_FIELDS
 from relay.mapping.errors import Problem
-from relay.mapping.expressions import did_you_mean
+from relay.mapping.expressions import JINJA_MARKERS, did_you_mean
 from relay.mapping.verify import check_verify
 
 ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -222,19 +222,39 @@ class ActionSchema(Schema):
         for key, value in params.items():
             if key not in command.params:
                 takes = ", ".join(command.params) or "no parameters"
-                hint = did_you_mean(str(key), command.params) or f"it takes {takes}"
+                nested = [p for p in command.params if p.startswith(f"{key}[")]
+                hint = (
+                    f"Kartra takes it as {' and '.join(nested)}"
+                    if nested
+                    else did_you_mean(str(key), command.params) or f"it takes {takes}"
+                )
                 errors[str(key)] = [Hinted(f"{cmd} does not take {key!r}", hint)]
             elif value is None:
                 errors[key] = ["must not be empty"]
             elif not _is_scalar(value):
                 errors[key] = ["must be text, a number or true/false"]
         missing = [name for name in command.required if name not in params]
+        chosen = [name for name in command.optional if name in params]
+        fixed = [name for name in chosen if _written(params[name])]  # templates: at render
         if missing:
             errors["_schema"] = [f"{cmd} needs {' and '.join(missing)}"]
-        elif not command.required and command.optional and not params:
+        elif command.optional_needed and not chosen:
             errors["_schema"] = [f"{cmd} needs {' or '.join(command.optional)}"]
+        elif command.optional_needed == "one" and len(fixed) > 1:
+            errors["_schema"] = [f"{cmd} takes only one of {' and '.join(fixed)}"]
+        for param, allowed in command.choices:
+            value = params.get(param)
+            if _written(value) and str(value) not in allowed and param not in errors:
+                errors[param] = [f"must be one of {', '.join(allowed)}"]
         if errors:
             raise ValidationError(errors)
+
+
+def _written(value: Any) -> bool:
+    """A value the file gives as it is, not a template rendered per event."""
+    return value is not None and not (
+        isinstance(value, str) and any(m in value for m in JINJA_MARKERS)
+    )
 
 
 class RuleSchema(_Strict):

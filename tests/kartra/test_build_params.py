@@ -3,6 +3,7 @@
 import pytest
 
 from relay.kartra import Credentials, KartraClient, build_params
+from relay.kartra.form import encode
 
 LEAD = {
     "email": "jane@example.com",
@@ -74,6 +75,23 @@ def test_lead_less_plan_has_no_lead_key() -> None:
     refund = [{"cmd": "refund_transaction", "transaction_id": 5001}]
     params = build_params(CREDS, plan(lead=None, actions=refund))
     assert params == {**AUTH, "actions": refund}
+
+
+def test_a_bracketed_param_goes_to_kartra_nested() -> None:
+    """API.md 9.29: `subscription_recurrence[recurring_period_1]` inside the action, which
+    the form encoding writes `actions[0][subscription_recurrence][recurring_period_1]`."""
+    edit = {
+        "cmd": "edit_subscription",
+        "subscription_id": 9001,
+        "subscription_recurrence[recurring_period_1]": "monthly",
+        "subscription_recurrence[recurring_period_2]": "yearly",
+    }
+    params = build_params(CREDS, plan(lead=None, actions=[edit]))
+    recurrence = {"recurring_period_1": "monthly", "recurring_period_2": "yearly"}
+    assert params["actions"] == [
+        {"cmd": "edit_subscription", "subscription_id": 9001, "subscription_recurrence": recurrence}
+    ]
+    assert "&actions[0][subscription_recurrence][recurring_period_1]=monthly&" in (encode(params))
 
 
 def test_done_actions_are_left_out() -> None:

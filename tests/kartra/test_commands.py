@@ -13,23 +13,23 @@ COMMANDS = {
 }
 
 
-def _base(param: str) -> str:
-    """`subscription_recurrence[recurring_period_1]` → `subscription_recurrence`."""
-    return param.partition("[")[0].strip()
-
-
 @pytest.mark.parametrize("name", sorted(ACTIONS))
 def test_action_matches_catalogue(name: str) -> None:
     command, entry = ACTIONS[name], COMMANDS[name]
     required = {key: value for key, value in entry["required_params"].items() if key != "cmd"}
     alone = {key for key in required if "|" not in key}
-    one_of = {_base(alt) for key in required if "|" in key for alt in key.split("|")}
+    one_of = {alt.strip() for key in required if "|" in key for alt in key.split("|")}
     assert set(command.required) == alone
     assert one_of <= set(command.optional)
-    optional = {_base(key) for key in entry.get("optional_params") or {}}
+    optional = set(entry.get("optional_params") or {})
     assert set(command.optional) <= optional | one_of
     assert command.needs_lead == entry["needs_existing_lead"]
     assert command.idempotent == entry.get("idempotent", True)
+    needed = "one" if one_of else "any" if entry.get("at_least_one_optional_required") else ""
+    assert command.optional_needed == needed
+    described = {**required, **(entry.get("optional_params") or {})}
+    for param, allowed in command.choices:  # each value the catalogue names
+        assert all(choice in described[param] for choice in allowed), param
 
 
 def test_lead_commands_are_catalogued_and_not_actions() -> None:

@@ -187,6 +187,47 @@ def test_action_parameters_checked_against_the_command_table(problems):
     ]
 
 
+def test_subscription_commands_are_checked_as_kartra_checks_them(problems):
+    found = problems(
+        """
+        verify: none
+        rules:
+          - name: r
+            actions:
+              - {cmd: edit_subscription, subscription_id: 1}
+              - cmd: cancel_transaction
+                transaction_id: 1
+                transaction_internal_subscription_id: 2
+              - cmd: modify_subscription_status
+                subscription_id: 1
+                subscription_status_modification: stop
+              - {cmd: edit_subscription, subscription_id: 1, subscription_recurrence: monthly}
+              - cmd: edit_subscription
+                subscription_id: 1
+                subscription_recurrence[recurring_period_1]: fortnightly
+              - cmd: modify_subscription_status
+                subscription_id: 1
+                subscription_status_modification: "{{ body.s }}"
+        """
+    )
+    assert found[0].startswith(
+        "rules[0].actions[0]: edit_subscription needs subscription_product_id or "
+    )
+    assert found[1:] == [
+        "rules[0].actions[1]: cancel_transaction takes only one of transaction_id and "
+        "transaction_internal_subscription_id",
+        "rules[0].actions[2].subscription_status_modification: must be one of cancel, pause, "
+        "unpause",
+        "rules[0].actions[3]: edit_subscription needs subscription_product_id or "
+        + found[0].split(" or ", 1)[1],
+        "rules[0].actions[3].subscription_recurrence: edit_subscription does not take "
+        "'subscription_recurrence' (Kartra takes it as subscription_recurrence[recurring_period_1] "
+        "and subscription_recurrence[recurring_period_2])",
+        "rules[0].actions[4].subscription_recurrence[recurring_period_1]: must be one of "
+        "monthly, every 2 months, quarterly, yearly, every 2 years, weekly, every 2 weeks",
+    ]
+
+
 def test_lead_scoped_command_needs_a_lead(problems):
     found = problems(
         """

@@ -260,6 +260,36 @@ def test_one_of_params_rendered_empty_rejects(load, event):
     )
 
 
+def test_subscription_values_kartra_would_refuse_reject(load, event):
+    mapping = load(
+        """
+        verify: none
+        rules:
+          - name: change
+            when: body.op | default('') == 'status'
+            actions:
+              - cmd: modify_subscription_status
+                subscription_id: "{{ body.sub }}"
+                subscription_status_modification: "{{ body.status }}"
+          - name: cancel
+            actions:
+              - cmd: cancel_transaction
+                transaction_id: "{{ body.tx | default('') }}"
+                transaction_internal_subscription_id: "{{ body.sub | default('') }}"
+        """
+    )
+    assert mapping.render(event({"op": "status", "sub": 1, "status": "pause"})).plans
+    assert mapping.render(event({"op": "status", "sub": 1, "status": "stop"})).reason == (
+        "rule 'change': actions[0].subscription_status_modification rendered 'stop', "
+        "not one of cancel, pause, unpause"
+    )
+    assert mapping.render(event({"tx": 5})).plans
+    assert mapping.render(event({"tx": 5, "sub": 9})).reason == (
+        "rule 'cancel': actions[0] rendered transaction_id and "
+        "transaction_internal_subscription_id; send one"
+    )
+
+
 @pytest.mark.parametrize(
     ("source", "reason"),
     [
