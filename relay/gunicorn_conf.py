@@ -35,6 +35,7 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+logger_class = "relay.gunicorn_logger.QueryMaskingLogger"  # no query token in that log
 # gunicorn's control socket (`gunicornc`, new in gunicorn 25) runs an asyncio loop in a
 # thread of the master: 1.8 MB of the master's 26 MB peak (issue 5), for a tool the
 # relay neither uses nor documents, on a default path ($HOME/.gunicorn/gunicorn.ctl)

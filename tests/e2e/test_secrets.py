@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import time
 from urllib.parse import quote, quote_plus
 
@@ -178,6 +179,14 @@ def test_no_secret_in_logs_rows_answers_pages_or_cli(relay_factory, kartra, tmp_
         relay.post("basic", json={}, headers={"Authorization": f"Basic {basic}x"}),
     ]
     assert [keep(r).status_code for r in refused] == [401] * len(refused)
+
+    # A request line gunicorn cannot parse, with the query token: gunicorn logs the line
+    # in its own error log (its 400 answer quotes it to the sender, who sent it).
+    line = f"POST /hooks/form?token={SECRETS['FORM_TOKEN']}\x01 HTTP/1.1\r\nHost: r\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        sock.sendall(line.encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 400 ")
+    wait_until(lambda: "Invalid request from ip=127.0.0.1" in relay.process.output())
 
     # Every delivery so far sent before Kartra goes down: on a busy machine the
     # dispatcher could still be on them, and a 503 would add a call to each.
