@@ -187,7 +187,8 @@ def try_(route: str, file: Path, content_type: str | None) -> None:
     )
     credentials = Credentials(config.kartra_app_id or "(KARTRA_APP_ID)", "***", "***")
     for plan in rendered.plans:
-        click.echo(f"POST {config.kartra_url}  (account {plan['account']}, for a new lead)")
+        whom = ", for a new lead" if plan.get("lead") and plan["lead_mode"] == "upsert" else ""
+        click.echo(f"POST {config.kartra_url}  (account {plan['account']}{whom})")
         click.echo(json.dumps(mask(build_params(credentials, plan)), indent=2))
 
 

@@ -144,7 +144,10 @@ def test_try_prints_the_call_a_payload_would_make_without_sending(cli, tmp_path)
     payload = tmp_path / "order.json"
     payload.write_text('{"id": "o1", "type": "purchase", "email": "Jane@Example.com"}')
     shown = cli("try", "shop", str(payload)).output
-    assert shown.startswith("status: queued (rule purchase)\n")
+    assert shown.startswith(
+        "status: queued (rule purchase)\n"
+        "POST https://app.kartra.com/api  (account default, for a new lead)\n"
+    )
     call = json.loads(shown[shown.index("{") :])
     assert (call["api_key"], call["api_password"]) == ("***", "***")
     assert call["lead"] == {"email": "jane@example.com"}
