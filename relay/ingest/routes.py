@@ -73,7 +73,8 @@ def receive(route: str):
         log.info("event_refused", route=route, status=exc.status, reason=str(exc))
         return _refuse(mapping, str(exc), exc.status)
     kept_headers = {k: v for k, v in received_headers.items() if k not in DROPPED_HEADERS}
-    headers, query = _without_token(mapping.verify, kept_headers, request.args.to_dict(), body)
+    query = {k: v[0] if len(v) == 1 else v for k, v in request.args.lists()}  # as forms are
+    headers, query = _without_token(mapping.verify, kept_headers, query, body)
     payload = {"body": body, "headers": headers, "query": query, "route": route}
     rendered = mapping.render({**payload, IDENTITIES: functools.partial(find, relay.engine, route)})
     stored = store_event(

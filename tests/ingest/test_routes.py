@@ -200,6 +200,12 @@ def test_credentials_in_headers_are_not_stored(client, engine):
     assert event["headers"]["x-custom"] == "kept"
 
 
+def test_a_query_parameter_given_twice_is_a_list_as_a_form_field_is(client, engine):
+    client.post("/hooks/demo-form?source=ads&tag=a&tag=b", data={"email": "a@b.co"})
+    [event] = rows(engine, events)
+    assert event["query"] == {"source": "ads", "tag": ["a", "b"]}
+
+
 def test_probes(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
