@@ -300,7 +300,8 @@ def parsed(sender: str, name: str) -> dict:
 def outcome(sender: str, body: dict) -> tuple[str, str | None, list]:
     rendered = render_body(sender, body)
     actions = [a for plan in rendered.plans for a in plan["actions"]]
-    return rendered.status, rendered.rule, [(a["cmd"], a.get("tag_name")) for a in actions]
+    named = [(a["cmd"], a.get("tag_name") or a.get("list_name")) for a in actions]
+    return rendered.status, rendered.rule, named
 
 
 # Stripe API versions from 2025-03-31 moved the line's price under pricing.price_details.
@@ -404,3 +405,45 @@ def test_a_partial_lemon_squeezy_refund_leaves_the_product():
     body = parsed("lemonsqueezy", "order_refunded")
     body["data"]["attributes"]["status"] = "partial_refund"
     assert outcome("lemonsqueezy", body) == ("ignored", "partial-refund", [])
+
+
+def test_a_paypal_subscription_tags_by_plan_and_its_end_takes_the_tag_back():
+    subscription = {
+        "plan_id": "P-5ML4271244454362WXNWU5NQ",
+        "status": "ACTIVE",
+        "subscriber": {
+            "email_address": "Sam@Example.com",
+            "name": {"given_name": "Sam", "surname": "Lee"},
+        },
+    }
+    body = {"event_type": "BILLING.SUBSCRIPTION.ACTIVATED", "resource": subscription}
+    [plan] = render_body("paypal", body).plans
+    assert plan["lead"] == {"email": "sam@example.com", "first_name": "Sam", "last_name": "Lee"}
+    assert outcome("paypal", body)[2] == [("assign_tag", "Pro Membership"), BUYERS]
+    for ended in ("BILLING.SUBSCRIPTION.CANCELLED", "BILLING.SUBSCRIPTION.EXPIRED"):
+        body = {"event_type": ended, "resource": subscription}
+        assert outcome("paypal", body) == (
+            "queued",
+            "subscription-ended",
+            [("unassign_tag", "Pro Membership"), ("assign_tag", "Cancelled")],
+        )
+
+
+def test_a_paypal_ipn_subscription_keeps_its_term_after_a_cancel():
+    """subscr_cancel and subscr_eot carry neither txn_id nor payment_status."""
+    ipn = {"payer_email": "chloe.dubois@example.org", "item_number": "EBOOK-SWIPE"}
+    assert outcome("paypal-ipn", {**ipn, "txn_type": "subscr_cancel"}) == (
+        "ignored",
+        "subscription-cancelled",
+        [],
+    )
+    assert outcome("paypal-ipn", {**ipn, "txn_type": "subscr_eot"}) == (
+        "queued",
+        "subscription-ended",
+        [("unassign_tag", "Email Swipe eBook"), ("assign_tag", "Cancelled")],
+    )
+    assert outcome("paypal-ipn", {**ipn, "txn_type": "subscr_signup"}) == (
+        "ignored",
+        None,
+        [],
+    )
