@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ MAX_REASON = 1000
 MAX_EMAIL = 254
 """The longest address SMTP can carry (RFC 5321: a 256-octet path, less its `<` `>`)."""
 MAX_LEAD_ID = 64  # Kartra's lead ids are numbers; the size of the stored column
+# One @ between a local part and a dotted domain, no space or control character: the
+# shape every address Kartra takes has, checked so a form's typo is rejected with a
+# reason here rather than failed by Kartra after a call.
+_EMAIL = re.compile(r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+")
 _NAME_KINDS = {"tag_name": "tags", "list_name": "lists", "sequence_name": "sequences"}
 
 
@@ -244,6 +249,10 @@ def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
         raise RenderError(
             f"rule {rule.name!r}: lead.email is {len(str(lead['email']))} characters long; "
             f"an email address has at most {MAX_EMAIL}"
+        )
+    if "email" in lead and not _EMAIL.fullmatch(str(lead["email"])):
+        raise RenderError(
+            f"rule {rule.name!r}: lead.email {str(lead['email'])!r} is not an email address"
         )
     if len(str(lead.get("id", ""))) > MAX_LEAD_ID:
         raise RenderError(

@@ -21,6 +21,20 @@ def test_a_lead_email_longer_than_smtp_allows_is_rejected(demo, event, length):
     )
 
 
+@pytest.mark.parametrize(
+    "email", ["notanemail", "12345", "a@b.co\nx", "a b@c.co", "a@b", "a@@b.co"]
+)
+def test_a_lead_email_that_is_not_an_address_is_rejected(demo, event, email):
+    rendered = demo.render(event({"email": email}))
+    assert rendered.status == "rejected" and rendered.plans == []
+    assert rendered.reason == f"rule 'signup': lead.email {email!r} is not an email address"
+
+
+@pytest.mark.parametrize("email", ["jane+tag@example.co.uk", "o'brien@example.ie", "x@b.c"])
+def test_unusual_but_real_addresses_are_delivered(demo, event, email):
+    assert demo.render(event({"email": email})).plans[0]["lead"]["email"] == email
+
+
 def test_a_lead_email_of_254_characters_is_delivered(demo, event):
     email = "a" * (MAX_EMAIL - len("@example.com")) + "@example.com"
     rendered = demo.render(event({"email": email}))
