@@ -286,8 +286,9 @@ def _engine(config: Config):
     engine = connect(config.database_url)
     click.get_current_context().call_on_close(engine.dispose)
     upgrade = "run `python -m relay db upgrade` (or `make run`) first"
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and not os.path.exists(database):
+    database = engine.url.database or ":memory:"
+    on_disk = engine.dialect.name == "sqlite" and not database.startswith((":memory:", "file:"))
+    if on_disk and not os.path.exists(database):  # connecting would create an empty one
         _fail(ConfigError(f"DATABASE_URL: no database at {database}: {upgrade}"))
     try:
         current = schema_is_current(engine)
