@@ -306,12 +306,16 @@ class Sending:
         self.lead_id = self.lead_id_before
         self.done = list(delivery.done)
         self.calls: list[tuple[KartraCall, bool]] = []
-        self.after_ambiguous = delivery.reclaimed or (
+        self.marked = False
+        # A dead worker may have sent a reclaimed delivery's call; one that must not
+        # repeat is marked before it goes (`mark_sending`), so without the mark it did not.
+        self.maybe_sent = delivery.reclaimed and (delivery.sending or not self._repeat_unsafe())
+        self.after_ambiguous = self.maybe_sent or (
             delivery.attempts > 0 and queue.last_call_ambiguous(dispatcher.engine, delivery.id)
         )
 
     def run(self) -> None:
-        if self.delivery.reclaimed and self._repeat_unsafe():
+        if self.maybe_sent and self._repeat_unsafe():
             self._finish(
                 "failed",
                 "ambiguous: the worker that held this delivery stopped before recording "
@@ -340,6 +344,9 @@ class Sending:
             self._finish("delivered", None)
 
     def _try_once(self) -> None:
+        if not self.marked and self._repeat_unsafe():
+            queue.mark_sending(self.d.engine, self.delivery.id)
+            self.marked = True
         try:
             outcome = self.d.client.deliver(
                 self.credentials,

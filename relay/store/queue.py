@@ -51,6 +51,9 @@ class Claimed:
     lead_id: str | None
     reclaimed: bool = False
     """Its previous claimer's lease ran out: that worker may have sent it already."""
+    sending: bool = False
+    """Its previous claimer had marked it (`mark_sending`) before a call that must not
+    repeat: with `reclaimed`, that call may have gone out."""
     known_lead_id: str | None = None
     """The Kartra lead id remembered for its lead's email, when it has none of its own."""
 
@@ -121,6 +124,7 @@ _CLAIM = (
         deliveries.c.done,
         deliveries.c.lead_id,
         deliveries.c.reclaimed,
+        deliveries.c.sending,
         _remembered_lead_id,
     )
 )
@@ -176,8 +180,23 @@ _FINISH = (
         next_attempt_at=bindparam("new_next_attempt_at", type_=deliveries.c.next_attempt_at.type),
         claimed_by=None,
         claimed_until=None,
+        sending=False,
         updated_at=_now,
     )
+)
+
+
+@retried_on_disconnect
+def mark_sending(engine: Engine, delivery_id: int) -> None:
+    """Say, committed, that a call which must not repeat is about to go out for this
+    delivery: if the worker dies before recording it, the next claim knows the call
+    may have been applied (`Claimed.sending`). Setting it twice changes nothing."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(_MARK_SENDING, {"delivery_id": delivery_id})
+
+
+_MARK_SENDING = (
+    update(deliveries).where(deliveries.c.id == bindparam("delivery_id")).values(sending=True)
 )
 
 

@@ -104,6 +104,7 @@ deliveries = Table(
     Column("claimed_by", String(100)),
     Column("claimed_until", UTCDateTime),
     Column("reclaimed", Boolean, nullable=False, default=False, server_default=false()),
+    Column("sending", Boolean, nullable=False, default=False, server_default=false()),
     Column("done", JSON, nullable=False),
     Column("lead_id", String(64)),
     Column("last_error", Text),

@@ -429,12 +429,45 @@ def test_a_reclaimed_delivery_is_sent_again_and_marked_ambiguous(engine, fake, k
 
 def test_a_reclaimed_delivery_with_points_is_not_sent_blindly(engine, fake, kartra_url):
     enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
-    queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+    [claimed] = queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+    queue.mark_sending(engine, claimed.id)  # the killed worker was about to send
     queue.expire_claims(engine)
     dispatcher(engine, config(kartra_url)).run_once()
     row = delivery(engine)
     assert row.status == "failed" and "ambiguous" in row.last_error
     assert fake.call_log() == []
+
+
+def test_a_reclaimed_delivery_with_points_never_sent_is_sent(engine, fake, kartra_url):
+    """The killed worker held the claim but had not marked it: no call went out."""
+    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
+    queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+    queue.expire_claims(engine)
+    dispatcher(engine, config(kartra_url)).run_once()
+    assert delivery(engine).status == "delivered"
+    with engine.connect() as conn:
+        [attempt] = conn.execute(select(attempts)).all()
+    assert not attempt.ambiguous
+    assert len(fake.call_log()) == 1
+
+
+@pytest.mark.parametrize(
+    ("actions", "marked"),
+    [([{"cmd": "give_points_to_lead", "points": 5}], True), (None, False)],
+)
+def test_a_call_that_must_not_repeat_is_marked_before_it_goes(engine, kartra_url, actions, marked):
+    enqueue(engine, actions=actions)
+    d = dispatcher(engine, config(kartra_url))
+    seen, deliver = [], d.client.deliver
+
+    def spy(*args, **kwargs):
+        seen.append(delivery(engine).sending)
+        return deliver(*args, **kwargs)
+
+    d.client.deliver = spy
+    d.run_once()
+    assert seen == [marked]
+    assert delivery(engine).status == "delivered" and not delivery(engine).sending
 
 
 def test_a_slow_claim_refreshes_the_statistics_at_most_every_few_seconds(
