@@ -22,6 +22,7 @@ from relay.mapping.filters import IDENTITIES
 MAX_REASON = 1000
 MAX_EMAIL = 254
 """The longest address SMTP can carry (RFC 5321: a 256-octet path, less its `<` `>`)."""
+MAX_INT = 2**63  # Kartra (PHP) holds 64-bit integers; Python's str() stops at 4,300 digits
 MAX_LEAD_ID = 64  # Kartra's lead ids are numbers; the size of the stored column
 # One @ between a local part and a dotted domain, no space or control character: the
 # shape every address Kartra takes has, checked so a form's typo is rejected with a
@@ -143,6 +144,8 @@ class Mapping:
         value = self.event_id_template(_context(payload, self.route))
         if isinstance(value, bool) or not isinstance(value, str | int | float | type(None)):
             raise RenderError(f"event_id rendered a {type(value).__name__}, not text")
+        if isinstance(value, int) and abs(value) >= MAX_INT:
+            raise RenderError("event_id rendered a number too large to be an id")
         text = "" if value is None else str(value).strip()
         return text or None
 
@@ -305,11 +308,12 @@ def _plain(rule: Rule, path: str, value: Any) -> str | int | float | bool | None
         return value
     if isinstance(value, str):
         return str(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and abs(value) < MAX_INT:
         return int(value)
     if isinstance(value, float) and math.isfinite(value):
         return float(value)
-    what = "a number JSON cannot hold" if isinstance(value, float) else f"a {type(value).__name__}"
+    numeric = isinstance(value, float | int)
+    what = "a number Kartra cannot hold" if numeric else f"a {type(value).__name__}"
     raise RenderError(f"rule {rule.name!r}: {path} rendered {what}, not a single value")
 
 

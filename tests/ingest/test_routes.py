@@ -108,6 +108,24 @@ def test_a_lead_id_too_long_for_kartra_is_a_stored_rejection(app, client, engine
     )
 
 
+def test_a_number_too_large_for_kartra_is_a_stored_rejection_not_a_500(app, engine, tmp_path):
+    """A 900-digit number parses; its fifth power has 4,500 digits, past what str() and
+    so the stored plan's JSON can write."""
+    power = "body.q * body.q * body.q * body.q * body.q"
+    (tmp_path / "mappings" / "points.yaml").write_text(
+        f"verify: none\nevent_id: '{{{{ {power} }}}}'\nrules:\n  - name: give\n"
+        "    lead: {email: a@b.co}\n"
+        f"    actions: [{{cmd: give_points_to_lead, points: '{{{{ {power} }}}}'}}]\n"
+    )
+    client = create_app(app.extensions["relay"].config, engine).test_client()
+    answer = client.post("/hooks/points", json={"q": 10**900})
+    assert answer.status_code == 200 and answer.json["status"] == "rejected"
+    [event] = rows(engine, events)
+    assert event["reason"] == (
+        "rule 'give': actions[0].points rendered a number Kartra cannot hold, not a single value"
+    )
+
+
 def test_without_an_event_id_the_body_hash_dedupes(client, engine):
     client.post("/hooks/optin", data={"email": "a@b.co"})
     client.post("/hooks/optin", data={"email": "a@b.co"})

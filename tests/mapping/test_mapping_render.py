@@ -296,12 +296,14 @@ def test_subscription_values_kartra_would_refuse_reject(load, event):
         ("{{ body.x }}", "lead.first_name rendered a list, not a single value"),
         ("{{ body.x | map('upper') }}", "lead.first_name rendered a generator, not a single value"),
         ("{{ body.x.count }}", "lead.first_name rendered a builtin_function_or_method"),
-        ("{{ body.big * 10 }}", "lead.first_name rendered a number JSON cannot hold"),
+        ("{{ body.big * 10 }}", "lead.first_name rendered a number Kartra cannot hold"),
+        ("{{ body.huge * body.huge }}", "lead.first_name rendered a number Kartra cannot hold"),
+        ("{{ 2 ** 63 }}", "lead.first_name rendered a number Kartra cannot hold"),
     ],
 )
 def test_values_that_are_not_json_scalars_reject(one_field, event, source, reason):
     mapping = one_field("first_name", source)
-    rendered = mapping.render(event({"x": ["a"], "big": 1e308}))
+    rendered = mapping.render(event({"x": ["a"], "big": 1e308, "huge": 10**3000}))
     assert rendered.status == "rejected"
     assert rendered.reason.startswith(f"rule 'r': {reason}")
 
@@ -390,6 +392,8 @@ def test_event_id(rich, demo, load, event):
         rich.event_id(event({}))
     with pytest.raises(RenderError, match="rendered a list"):
         rich.event_id(event({"id": [1]}))
+    with pytest.raises(RenderError, match="a number too large to be an id"):
+        rich.event_id(event({"id": 10**5000}))  # str() of it would raise ValueError
 
 
 def test_names_are_those_the_file_spells(load):
