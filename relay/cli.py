@@ -158,10 +158,19 @@ def check(kartra: bool) -> None:
     help="Default: from the headers file beside FILE (NAME.json -> NAME.headers.json), "
     "else by extension (.json = JSON, else form-encoded).",
 )
-def try_(route: str, file: Path, content_type: str | None) -> None:
-    """Print the Kartra calls the payload in FILE would produce, without sending."""
+@click.option("--query", default="", help="The URL's query string, e.g. 'source=ads&ref=x'.")
+def try_(route: str, file: Path, content_type: str | None, query: str) -> None:
+    """Print the Kartra calls the payload in FILE would produce, without sending.
+
+    As the server would render it, but for the signature, which is not checked: the
+    same headers left out, and the customer ids the relay has remembered when its
+    database is there."""
+    from urllib.parse import parse_qs
+
     from relay.ingest.parse import BodyError, parse_body
+    from relay.ingest.routes import DROPPED_HEADERS
     from relay.kartra import Credentials, build_params, mask
+    from relay.mapping.filters import IDENTITIES
 
     config = _config()
     mappings = _mappings(config)
@@ -177,9 +186,17 @@ def try_(route: str, file: Path, content_type: str | None) -> None:
         body = parse_body(content_type, file.read_bytes())
     except BodyError as exc:
         _fail(exc)
-    rendered = mappings[route].render(
-        {"body": body, "headers": headers, "query": {}, "route": route}
-    )
+    parsed_query = parse_qs(query, keep_blank_values=True)
+    payload = {
+        "body": body,
+        "headers": {k: v for k, v in headers.items() if k not in DROPPED_HEADERS},
+        "query": {k: v[0] if len(v) == 1 else v for k, v in parsed_query.items()},
+        "route": route,
+    }
+    remembered = _remembered(config, route)
+    if remembered is not None:
+        payload[IDENTITIES] = remembered
+    rendered = mappings[route].render(payload)
     click.echo(
         f"status: {rendered.status}"
         + (f" (rule {rendered.rule})" if rendered.rule else "")
@@ -190,6 +207,27 @@ def try_(route: str, file: Path, content_type: str | None) -> None:
         whom = ", for a new lead" if plan.get("lead") and plan["lead_mode"] == "upsert" else ""
         click.echo(f"POST {config.kartra_url}  (account {plan['account']}{whom})")
         click.echo(json.dumps(mask(build_params(credentials, plan)), indent=2))
+
+
+def _remembered(config: Config, route: str):
+    """The lookup of remembered customer ids for `route`, or None without a migrated
+    database to read them from (`try` needs none)."""
+    import functools
+
+    from sqlalchemy.exc import DBAPIError
+
+    from relay.store import connect, schema_is_current
+    from relay.store.identities import find
+
+    engine = connect(config.database_url)
+    click.get_current_context().call_on_close(engine.dispose)
+    if _missing_sqlite_file(engine):
+        return None
+    try:
+        current = schema_is_current(engine)
+    except DBAPIError:
+        return None
+    return functools.partial(find, engine, route) if current else None
 
 
 def _sample_headers(file: Path) -> dict[str, str]:
@@ -286,10 +324,9 @@ def _engine(config: Config):
     engine = connect(config.database_url)
     click.get_current_context().call_on_close(engine.dispose)
     upgrade = "run `python -m relay db upgrade` (or `make run`) first"
-    database = engine.url.database or ":memory:"
-    on_disk = engine.dialect.name == "sqlite" and not database.startswith((":memory:", "file:"))
-    if on_disk and not os.path.exists(database):  # connecting would create an empty one
-        _fail(ConfigError(f"DATABASE_URL: no database at {database}: {upgrade}"))
+    missing = _missing_sqlite_file(engine)
+    if missing:
+        _fail(ConfigError(f"DATABASE_URL: no database at {missing}: {upgrade}"))
     try:
         current = schema_is_current(engine)
     except DBAPIError as exc:
@@ -297,6 +334,14 @@ def _engine(config: Config):
     if not current:
         _fail(ConfigError(f"DATABASE_URL: the database schema is not current: {upgrade}"))
     return engine
+
+
+def _missing_sqlite_file(engine) -> str | None:
+    """The path of a SQLite database file that is not there: connecting would create an
+    empty one. None for PostgreSQL, and for in-memory and `file:` URI databases."""
+    database = engine.url.database or ":memory:"
+    on_disk = engine.dialect.name == "sqlite" and not database.startswith((":memory:", "file:"))
+    return database if on_disk and not os.path.exists(database) else None
 
 
 def _echo_json(document) -> None:

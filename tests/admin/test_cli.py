@@ -186,3 +186,31 @@ def test_a_database_that_is_missing_unmigrated_or_not_one_is_named_in_one_line(t
     assert done.output == (
         "kartra-relay: DATABASE_URL: cannot migrate the database: file is not a database\n"
     )
+
+
+LOOKS = """
+verify: none
+rules:
+  - name: r
+    lead:
+      mode: existing
+      email: "{{ body.customer | lead_email }}"
+    actions:
+      - cmd: assign_tag
+        tag_name: "{{ query.source }}/{{ headers.authorization | default('no credentials') }}"
+"""
+
+
+def test_try_renders_as_the_server_would(cli, mappings_dir, tmp_path):
+    """With the remembered customer ids, the query given, and credentials left out."""
+    (mappings_dir / "looks.yaml").write_text(LOOKS)
+    payload = tmp_path / "cancel.json"
+    payload.write_text('{"customer": "cus_1"}')
+    (tmp_path / "cancel.headers.json").write_text('{"Authorization": "Bearer s3cret"}')
+    refused = cli("try", "looks", str(payload), "--query", "source=ads").output
+    assert refused.endswith("lead.email: no lead identity for customer cus_1\n")
+    cli("identities", "set", "looks", "cus_1", "jane@example.com")
+    shown = cli("try", "looks", str(payload), "--query", "source=ads").output
+    call = json.loads(shown[shown.index("{") :])
+    assert call["lead"] == {"email": "jane@example.com"}
+    assert call["actions"] == [{"cmd": "assign_tag", "tag_name": "ads/no credentials"}]
