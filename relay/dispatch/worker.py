@@ -28,11 +28,15 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from tenacity import (
     Retrying,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     stop_when_event_set,
+    wait_exponential,
     wait_exponential_jitter,
 )
 
@@ -79,6 +83,9 @@ SWITCH_INTERVAL = 0.001
 # 350 ms each needs 7 in flight).
 SENDERS = 12
 CLAIM_BATCH = 4
+# A database that is away: a restart, a lost connection that `retried_on_disconnect`'s
+# one retry did not outlast.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 
 
 def worker_name() -> str:
@@ -344,22 +351,47 @@ class Sending:
             self._finish("delivered", None)
 
     def _try_once(self) -> None:
-        if not self.marked and self._repeat_unsafe():
-            queue.mark_sending(self.d.engine, self.delivery.id)
-            self.marked = True
         try:
             outcome = self.d.client.deliver(
                 self.credentials,
                 self.delivery.plan,
                 lead_id=self.lead_id,
                 done=self.done,
-                acquire=self.d.limiter.acquire,
+                acquire=self._acquire,
                 written=self.d.limiter.wrote,
             )
         except KartraError as exc:
             self._absorb(exc.outcome)
             raise
         self._absorb(outcome)
+
+    def _acquire(self) -> None:
+        """Before each request: the rate limiter's turn, then the `sending` mark if the
+        call carries an action that must not repeat. Nothing is written yet, so a
+        database briefly away (a restart) is waited for, up to half the lease, rather
+        than leaving the claim to lapse and come back `reclaimed`."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(DATABASE_AWAY),
+            wait=wait_exponential(multiplier=0.25, max=4),
+            stop=stop_after_delay(self.d.lease.total_seconds() / 2)
+            | stop_when_event_set(self.d.stop),
+            before_sleep=self._waiting_for_the_database,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self.d.limiter.acquire()
+                if not self.marked and self._repeat_unsafe():
+                    queue.mark_sending(self.d.engine, self.delivery.id)
+                    self.marked = True
+
+    def _waiting_for_the_database(self, retry_state) -> None:
+        log.warning(
+            "database_unavailable",
+            **_context(self.delivery),
+            step="rate limit",
+            error=str(getattr(retry_state.outcome.exception(), "orig", None) or "lost"),
+        )
 
     def _absorb(self, outcome) -> None:
         if outcome is None:

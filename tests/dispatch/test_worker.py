@@ -458,16 +458,38 @@ def test_a_reclaimed_delivery_with_points_never_sent_is_sent(engine, fake, kartr
 def test_a_call_that_must_not_repeat_is_marked_before_it_goes(engine, kartra_url, actions, marked):
     enqueue(engine, actions=actions)
     d = dispatcher(engine, config(kartra_url))
-    seen, deliver = [], d.client.deliver
+    seen, call = [], d.client.call
 
-    def spy(*args, **kwargs):
+    def spy(*args, **kwargs):  # the request itself, after the rate limiter
         seen.append(delivery(engine).sending)
-        return deliver(*args, **kwargs)
+        return call(*args, **kwargs)
 
-    d.client.deliver = spy
+    d.client.call = spy
     d.run_once()
     assert seen == [marked]
     assert delivery(engine).status == "delivered" and not delivery(engine).sending
+
+
+def test_a_database_away_before_the_request_is_waited_for(engine, fake, kartra_url):
+    """A PostgreSQL restart as the rate limiter asks: no request was written, so the
+    sender waits for the database instead of leaving its claim to lapse and come back
+    reclaimed (which fails a delivery with points as ambiguous)."""
+    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
+    d = dispatcher(engine, config(kartra_url))
+    acquire, failures = d.limiter.acquire, [2]
+
+    def restarting():
+        if failures[0]:
+            failures[0] -= 1
+            raise OperationalError("UPDATE rate_limits", {}, Exception("the server restarts"))
+        return acquire()
+
+    d.limiter.acquire = restarting
+    with capture_logs() as logs:
+        d.run_once()
+    assert delivery(engine).status == "delivered"
+    assert len(fake.call_log()) == 1
+    assert [line["event"] for line in logs].count("database_unavailable") == 2
 
 
 def test_a_slow_claim_refreshes_the_statistics_at_most_every_few_seconds(
