@@ -296,9 +296,14 @@ def accounts(ctx: click.Context, as_json: bool) -> None:
 @click.option("--reason", default="paused by an operator", show_default=True)
 def pause(name: str, reason: str) -> None:
     """Pause an account: its deliveries wait, their retries untouched, until resumed."""
+    from relay.admin.operations import known_account
     from relay.store.queue import pause_account
 
-    pause_account(_engine(_config()), name, reason)
+    config = _config()
+    engine = _engine(config)
+    if not known_account(engine, config, name):
+        _fail(ValueError(f"unknown account {name!r}: not configured, and no deliveries"))
+    pause_account(engine, name, reason)
     click.echo(f"{name}: paused")
 
 

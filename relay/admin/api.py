@@ -21,7 +21,13 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 
 from relay.admin import schemas
-from relay.admin.operations import ReplayError, accounts_overview, replay, replay_many
+from relay.admin.operations import (
+    ReplayError,
+    accounts_overview,
+    known_account,
+    replay,
+    replay_many,
+)
 from relay.mapping.filters import email as normal_email
 from relay.store import identities, maintenance, queue, search
 
@@ -114,17 +120,21 @@ def _body(schema: type[Schema]) -> dict:
         data = json.loads(raw)
     except (ValueError, RecursionError):
         raise ValidationError({"body": ["not valid JSON"]}) from None
-    if _holds_nul(data):
-        raise ValidationError({"body": ["NUL characters are not allowed"]})
+    if _unstorable(data):
+        raise ValidationError({"body": ["NUL characters are not allowed, nor lone surrogates"]})
     return schema().load(data)
 
 
-def _holds_nul(value) -> bool:
+def _unstorable(value) -> bool:
+    """Text no database takes: NUL (PostgreSQL), a lone surrogate (UTF-8, both)."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or not value.isascii() and _SURROGATE.search(value) is not None
     if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    return isinstance(value, list) and any(_holds_nul(item) for item in value)
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    return isinstance(value, list) and any(_unstorable(item) for item in value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _not_found(what: str):
@@ -256,10 +266,14 @@ class AccountStateSchema(Schema):
     "Pause an account: its deliveries wait, retries untouched",
     body=schemas.PauseRequestSchema,
     response=AccountStateSchema,
-    errors=(400,),
+    errors=(400, 404),
 )
 def pause_account(name: str):
-    queue.pause_account(_relay().engine, name, _body(schemas.PauseRequestSchema)["reason"])
+    relay = _relay()
+    reason = _body(schemas.PauseRequestSchema)["reason"]
+    if not known_account(relay.engine, relay.config, name, relay.mappings):
+        return _not_found(f"account {name!r}")
+    queue.pause_account(relay.engine, name, reason)
     return {"name": name, "paused": True}
 
 
@@ -277,7 +291,7 @@ def resume_account(name: str):
 
 
 class CountsQuerySchema(Schema):
-    since = fields.AwareDateTime()
+    since = schemas.Moment()
 
 
 @_endpoint(

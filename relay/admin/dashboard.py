@@ -33,7 +33,13 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from relay.admin import charts
-from relay.admin.operations import ReplayError, accounts_overview, replay, replay_many
+from relay.admin.operations import (
+    ReplayError,
+    accounts_overview,
+    known_account,
+    replay,
+    replay_many,
+)
 from relay.ingest.limits import retry_after, signin_wait, with_retry_after
 from relay.store import maintenance, queue, search, timeline
 from relay.store.tables import utcnow
@@ -321,6 +327,8 @@ def accounts():
 @bp.post("/accounts/<name>/<action>")
 def steer_account(name: str, action: str):
     relay = _relay()
+    if not known_account(relay.engine, relay.config, name, relay.mappings):
+        abort(404)
     if action == "pause":
         queue.pause_account(relay.engine, name, "paused by an operator")
     elif action == "resume":

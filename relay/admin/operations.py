@@ -122,6 +122,19 @@ class AccountOverview:
     calls_today: int
 
 
+def known_account(
+    engine: Engine, config: Config, name: str, mappings: dict[str, Mapping] | None = None
+) -> bool:
+    """Whether `name` is an account the relay deals with: configured, the default one,
+    one a mapping delivers to, or one with deliveries or a pause on record. Pausing any
+    other name would only make a row (and an alert) for an account that does not exist."""
+    if name in config.accounts or name == "default":
+        return True
+    if any(name in mapping.accounts for mapping in (mappings or {}).values()):
+        return True
+    return name in account_states(engine)
+
+
 def accounts_overview(engine: Engine, config: Config) -> list[AccountOverview]:
     """Every account configured or seen in the queue: paused or not, deliveries per
     status, and Kartra calls since midnight UTC (the App's daily budget is per day)."""

@@ -4,7 +4,22 @@ document cannot drift from what the API does. `--json` in the CLI dumps the same
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from datetime import UTC
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+
+class Moment(fields.AwareDateTime):
+    """A date and time with its offset, that UTC can hold: `9999-12-31T23:59:59-05:00`
+    is a year 10000 in UTC, which no query can bind."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("must fall between the years 1 and 9999 in UTC") from None
+
 
 EVENT_STATUSES = ("queued", "delivered", "dry_run", "failed", "dead", "ignored", "rejected")
 REPLAY_MODES = ("mapping", "stored")
@@ -79,8 +94,8 @@ class EventQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(EVENT_STATUSES))
     email = fields.String()
     text = fields.String(metadata={"description": "text anywhere in the payload"})
-    since = fields.AwareDateTime()
-    until = fields.AwareDateTime()
+    since = Moment()
+    until = Moment()
     cursor = fields.String()
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
@@ -90,8 +105,8 @@ class ReplayFilterSchema(Schema):
     status = fields.String(validate=validate.OneOf(EVENT_STATUSES))
     email = fields.String()
     text = fields.String()
-    since = fields.AwareDateTime()
-    until = fields.AwareDateTime()
+    since = Moment()
+    until = Moment()
 
 
 class ReplayRequestSchema(Schema):
@@ -124,7 +139,7 @@ class ReplayResultsSchema(Schema):
 
 class RetryRequestSchema(Schema):
     event_ids = fields.List(fields.String())
-    since = fields.AwareDateTime()
+    since = Moment()
 
 
 class CountsSchema(Schema):

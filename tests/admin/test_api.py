@@ -197,6 +197,46 @@ def test_nul_characters_are_refused_not_a_500(client, method, path, json):
     assert "NUL characters are not allowed" in answer.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "json"),
+    [
+        ("POST", "/api/redact", {"event_ids": ["\ud800"]}),
+        ("POST", "/api/replay", {"filter": {"text": "\udfff"}}),
+        ("POST", "/api/accounts/default/pause", {"reason": "\ud800"}),
+        ("PUT", "/api/identities", {"route": "shop", "customer_id": "\ud800", "email": "a@b.co"}),
+    ],
+)
+def test_lone_surrogates_are_refused_not_a_500(client, method, path, json):
+    """No database stores one as UTF-8; the ingest path refuses them too."""
+    answer = client.open(path, method=method, headers=AUTH, json=json)
+    assert answer.status_code == 400
+    assert "nor lone surrogates" in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "json"),
+    [
+        ("GET", "/api/events?since=9999-12-31T23:59:59-05:00", None),
+        ("GET", "/api/events?until=0001-01-01T00:00:00%2B05:00", None),
+        ("GET", "/api/counts?since=9999-12-31T23:59:59-05:00", None),
+        ("POST", "/api/replay", {"filter": {"until": "0001-01-01T00:00:00+05:00"}}),
+        ("POST", "/api/deliveries/retry", {"since": "9999-12-31T23:59:59-05:00"}),
+    ],
+)
+def test_a_moment_beyond_what_utc_holds_is_refused_not_a_500(client, method, path, json):
+    answer = client.open(path, method=method, headers=AUTH, json=json)
+    assert answer.status_code == 400
+    assert "must fall between the years 1 and 9999 in UTC" in answer.get_data(as_text=True)
+
+
+def test_only_an_account_the_relay_deals_with_can_be_paused(api, client):
+    for name in ("ghost", "a" * 65):
+        answer = api.post(f"/accounts/{name}/pause", {"reason": "x"})
+        assert answer.status_code == 404 and answer.get_json() == {"error": f"no account {name!r}"}
+    assert api.post("/accounts/default/pause", {"reason": "x"}).status_code == 200
+    assert [a["name"] for a in api.get("/accounts").get_json()["accounts"]] == ["default"]
+
+
 def test_the_document_states_what_the_api_refuses(client):
     """Found by schemathesis: answers the document did not describe."""
     document = client.get("/api/openapi.json").get_json()

@@ -214,3 +214,9 @@ def test_try_renders_as_the_server_would(cli, mappings_dir, tmp_path):
     call = json.loads(shown[shown.index("{") :])
     assert call["lead"] == {"email": "jane@example.com"}
     assert call["actions"] == [{"cmd": "assign_tag", "tag_name": "ads/no credentials"}]
+
+
+def test_pausing_an_account_nobody_knows_is_refused(cli):
+    failed = cli("accounts", "pause", "ghost", code=1).output
+    assert failed == "kartra-relay: unknown account 'ghost': not configured, and no deliveries\n"
+    assert cli("accounts", "--json").output.count('"name"') == 0
