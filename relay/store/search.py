@@ -8,6 +8,7 @@ unlike an offset.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,12 +47,19 @@ class EventFilter:
         if self.email:
             clauses.append(mentions_email(self.email))
         if self.text:
-            clauses.append(_payload_text().ilike(f"%{_escape_like(self.text)}%", escape="\\"))
+            stored = _escape_like(_as_stored(self.text))
+            clauses.append(_payload_text().ilike(f"%{stored}%", escape="\\"))
         return clauses
 
 
 def _payload_text():
     return cast(events.c.payload, Text)
+
+
+def _as_stored(text: str) -> str:
+    """`text` as the payload's stored JSON spells it: the column's serializer (json.dumps)
+    writes é as \\u00e9, a quote as \\", a backslash doubled."""
+    return json.dumps(text)[1:-1]
 
 
 def _escape_like(text: str) -> str:
@@ -66,7 +74,7 @@ def mentions_email(email: str):
     for_lead = select(deliveries.c.event_id).where(deliveries.c.lead_key == "email:" + email)
     return or_(
         events.c.id.in_(for_lead),
-        _payload_text().ilike(f'%"{_escape_like(email)}"%', escape="\\"),
+        _payload_text().ilike(f'%"{_escape_like(_as_stored(email))}"%', escape="\\"),
     )
 
 

@@ -49,6 +49,24 @@ def test_search_by_email_status_route_and_text(client, app, engine):
     assert event_ids(engine, EventFilter(status="failed")) == [jane, bob]
 
 
+def test_text_and_email_searches_find_what_the_stored_json_escapes(client, app, engine):
+    """The payload column's JSON writes é as \\u00e9 and a quote as \\": a search for
+    "José" found nothing, nor did redaction by an address with a non-ASCII letter."""
+    jose = post(client, "jose@example.com", "o1", note='José "Zürich" \\ 日本語')
+    zoe = post(client, "zoë4@example.com", "o2")
+    post(client, "ann@example.com", "o3", note="Jose")
+
+    def ids(**where):
+        return [e.id for e in search_events(engine, EventFilter(**where)).events]
+
+    for text in ("José", "Zürich", '"Zürich"', "\\", "日本語"):
+        assert ids(text=text) == [jose], text
+    assert ids(email="ZOË4@example.com") == [zoe]
+    rejected = post(client, "not an address", "o4", billing="zoë5@example.com")
+    assert ids(email="zoë5@example.com") == [rejected]  # no delivery: the payload only
+    assert ids(text="\\u00e9") == []
+
+
 def test_one_event_shows_payload_rule_plan_and_every_kartra_call(client, app, engine):
     event_id = post(client)
     deliver(app)
