@@ -489,10 +489,10 @@ def replay(event_ids, route, status, email, text, since, until, stored, as_json)
         raise click.UsageError("give event ids, or filters such as --status dead --since 1h")
     mappings = _mappings(config)
     filters = _event_filter(route, status, email, text, since, until)
-    ids = list(event_ids) or matching_ids(engine, filters)
+    ids, more = (list(event_ids), 0) if event_ids else matching_ids(engine, filters)
     results = replay_many(engine, mappings, ids, "stored" if stored else "mapping")
     if as_json:
-        _echo_json({"results": ReplayResultSchema(many=True).dump(results)})
+        _echo_json({"results": ReplayResultSchema(many=True).dump(results), "more": more})
     for result in [] if as_json else results:
         if result.ok:
             click.echo(f"{result.event_id}: {result.status}, {result.deliveries} delivery(ies)")
@@ -500,6 +500,8 @@ def replay(event_ids, route, status, email, text, since, until, stored, as_json)
             click.echo(f"{result.event_id}: not replayed: {result.error}", err=True)
     if not as_json and not results:
         click.echo("no events match", err=True)
+    if not as_json and more:
+        click.echo(f"{more} more match: run the command again for the next ones", err=True)
     if any(not r.ok for r in results):
         sys.exit(1)
 

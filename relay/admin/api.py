@@ -206,12 +206,12 @@ def replay_events():
     args = _body(schemas.BulkReplayRequestSchema)
     if bool(args.get("event_ids")) == bool(args.get("filter")):
         raise ValidationError({"event_ids": ["give event_ids or a filter, not both"]})
-    ids = args.get("event_ids") or search.event_ids(
-        relay.engine, search.EventFilter(**args["filter"])
-    )
+    ids, more = args.get("event_ids"), 0
+    if not ids:
+        ids, more = search.event_ids(relay.engine, search.EventFilter(**args["filter"]))
     results = replay_many(relay.engine, relay.mappings, ids, args["mode"])
     relay.wake.set()
-    return schemas.ReplayResultsSchema().dump({"results": results})
+    return schemas.ReplayResultsSchema().dump({"results": results, "more": more})
 
 
 class RequeuedSchema(Schema):

@@ -285,9 +285,9 @@ def failures():
 def replay_selected():
     """The ticked events, or with `every=<status>` every event in that failure status."""
     relay = _relay()
-    every = request.form.get("every")
+    every, more = request.form.get("every"), 0
     if every in FAILURE_STATUSES:
-        ids = search.event_ids(relay.engine, search.EventFilter(status=every))
+        ids, more = search.event_ids(relay.engine, search.EventFilter(status=every))
     else:
         ids = request.form.getlist("event_id")
     if not ids:
@@ -302,6 +302,8 @@ def replay_selected():
         flash(f"{result.event_id}: {result.error}", "error")
     if len(refused) > MAX_FLASHED:
         flash(f"... and {len(refused) - MAX_FLASHED} more not replayed.", "error")
+    if more:
+        flash(f"{more} more {every} event(s) wait: replay again for the next ones.", "error")
     return redirect(url_for("dashboard.failures"))
 
 

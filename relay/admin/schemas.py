@@ -135,6 +135,13 @@ class ReplayResultSchema(Schema):
 
 class ReplayResultsSchema(Schema):
     results = fields.List(fields.Nested(ReplayResultSchema), required=True)
+    more = fields.Integer(
+        load_default=0,
+        metadata={
+            "description": "matching events a filter left for the next request "
+            "(it replays at most 1,000, oldest first)"
+        },
+    )
 
 
 class RetryRequestSchema(Schema):

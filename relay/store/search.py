@@ -117,11 +117,19 @@ def search_events(
     return Page(found, found[-1].id if len(rows) > limit else None)
 
 
-def event_ids(engine: Engine, where: EventFilter, *, limit: int = 1000) -> list[str]:
-    """The ids of the matching events, oldest first (the order a replay should take)."""
-    query = select(events.c.id).where(*where.where()).order_by(events.c.id.desc()).limit(limit)
+def event_ids(engine: Engine, where: EventFilter, *, limit: int = 1000) -> tuple[list[str], int]:
+    """The ids of the `limit` oldest matching events, oldest first (the order a replay
+    should take), and how many more match: a caller says so, and the next run (once
+    these are replayed and match no more) takes the next ones."""
+    query = select(events.c.id).where(*where.where()).order_by(events.c.id).limit(limit)
     with engine.connect() as conn:
-        return sorted(conn.execute(query).scalars())
+        ids = list(conn.execute(query).scalars())
+        if len(ids) < limit:
+            return ids, 0
+        total = conn.execute(
+            select(func.count()).select_from(events).where(*where.where())
+        ).scalar()
+    return ids, total - len(ids)
 
 
 def _emails(conn, ids: list[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ from openapi_spec_validator import validate
 
 from relay.admin.api import ENDPOINTS
 from relay.config import Config
+from relay.store import search
 from relay.store.tables import utcnow
 from relay.web import create_app
 from tests.admin.conftest import KEY, PASSWORD, TOKEN, deliver, deliver_or_die, fix_mapping, post
@@ -247,3 +248,12 @@ def test_the_document_states_what_the_api_refuses(client):
     (event_id,) = document["paths"]["/api/events/{event_id}"]["get"]["parameters"]
     assert event_id["schema"]["pattern"] == "^[^\\x00]*$"
     assert client.get("/api/identities?bogus=1", headers=AUTH).status_code == 400
+
+
+def test_a_filter_replays_the_oldest_first_and_says_how_many_more_match(api, client, monkeypatch):
+    monkeypatch.setitem(search.event_ids.__kwdefaults__, "limit", 2)  # 1,000 in use
+    ids = [post(client, f"p{n}@example.com", f"o{n}", type="refund") for n in range(3)]
+    answer = api.post("/replay", {"filter": {"status": "ignored"}}).get_json()
+    assert [r["event_id"] for r in answer["results"]] == ids[:2] and answer["more"] == 1
+    by_id = api.post("/replay", {"event_ids": ids[2:]}).get_json()
+    assert by_id["more"] == 0

@@ -46,7 +46,8 @@ def test_search_by_email_status_route_and_text(client, app, engine):
     assert page.events[1].email == "bob@example.com"
     rest = search_events(engine, EventFilter(), cursor=page.next_cursor, limit=2)
     assert [e.id for e in rest.events] == [jane] and rest.next_cursor is None
-    assert event_ids(engine, EventFilter(status="failed")) == [jane, bob]
+    assert event_ids(engine, EventFilter(status="failed")) == ([jane, bob], 0)
+    assert event_ids(engine, EventFilter(), limit=2) == ([jane, bob], 1)  # the oldest two
 
 
 def test_text_and_email_searches_find_what_the_stored_json_escapes(client, app, engine):
