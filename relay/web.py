@@ -101,7 +101,8 @@ def _http_error(exc: HTTPException):
     if exc.code == 413:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return jsonify(error=f"body larger than {limit} bytes (MAX_BODY_BYTES)"), 413
-    return jsonify(error=exc.description), exc.code
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # Allow
+    return jsonify(error=exc.description), exc.code, headers
 
 
 def _slow_client(exc: SlowClient):

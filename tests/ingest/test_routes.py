@@ -224,6 +224,12 @@ def test_a_query_parameter_given_twice_is_a_list_as_a_form_field_is(client, engi
     assert event["query"] == {"source": "ads", "tag": ["a", "b"]}
 
 
+def test_a_method_not_allowed_says_which_is(client):
+    answer = client.get("/hooks/demo-form")
+    assert answer.status_code == 405 and "POST" in answer.headers["Allow"]
+    assert answer.is_json
+
+
 def test_probes(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
