@@ -199,18 +199,22 @@ def _finalize(value: Any) -> Any:
 
 
 def spelled_texts(source: str, tables: Mapping[str, Mapping[str, Any]]) -> set[str]:
-    """The texts a `{{ expression }}` value can give that the file itself spells: a
-    quoted text, both branches of `a if c else b`, either side of `a or b`, every value
-    of the table a `lookup` reads (and its default). Nothing for other shapes, or for
-    what comes from the payload: those are known only when an event arrives."""
-    inner = _single_expression(source)
-    if inner is None:
-        return set()
+    """The texts a value template can give that the file itself spells: its text
+    around each `{{ expression }}`, and for the expression a quoted text, both branches
+    of `a if c else b`, either side of `a or b`, every value of the table a `lookup`
+    reads (and its default). Nothing when an expression takes anything from the
+    payload or a block (`{% %}`) is used: those are known only when an event arrives."""
     try:
-        node = Parser(_PARSING, inner, state="variable").parse_expression()
+        template = _PARSING.parse(source)
     except TemplateSyntaxError:
         return set()
-    return _spelled(node, tables)
+    if len(template.body) != 1 or not isinstance(template.body[0], nodes.Output):
+        return set()
+    texts = {""}
+    for part in template.body[0].nodes:
+        spelled = {part.data} if isinstance(part, nodes.TemplateData) else _spelled(part, tables)
+        texts = {text + more for text in texts for more in spelled}
+    return texts
 
 
 def _spelled(node: nodes.Node, tables: Mapping[str, Mapping[str, Any]]) -> set[str]:

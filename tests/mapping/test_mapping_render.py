@@ -409,6 +409,7 @@ def test_names_are_those_the_file_spells(load):
               - {cmd: assign_tag, tag_name: "{{ 'Refunded' if body.refund else 'Paid' }}"}
               - {cmd: assign_tag, tag_name: "{{ body.tag or 'Fallback' }}"}
               - {cmd: assign_tag, tag_name: "Booked: {{ body.event }}"}
+              - {cmd: assign_tag, tag_name: "Bought {{ body.sku | lookup('products') }}"}
               - {cmd: subscribe_lead_to_list, list_name: "{{ body.list }}"}
         """
     )
@@ -419,13 +420,15 @@ def test_names_are_those_the_file_spells(load):
         "Refunded",
         "Paid",
         "Fallback",
+        "Bought Course A",
+        "Bought Course B",
     }
     assert mapping.names()["lists"] == set()
 
 
 def test_names_lists_literal_names(rich, demo):
     assert rich.names() == {
-        "tags": {"Member Access"},
+        "tags": {"Member Access", "Bought Course 101", "Bought Course B"},  # and a table's
         "lists": {"Customers"},
         "sequences": {"Onboarding"},
         "custom_fields": {"amount_paid", "interests", "source"},
