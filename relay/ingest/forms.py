@@ -85,7 +85,7 @@ def foreign_origin(form: Form | None, request: Request) -> str | None:
         referer = urlsplit(request.headers.get("Referer", ""))
         if not (referer.scheme and referer.netloc):
             return None
-        origin = f"{referer.scheme}://{referer.netloc}"
+        origin = f"{referer.scheme}://{referer.netloc}".lower()
     return None if origin in form.origins else origin
 
 

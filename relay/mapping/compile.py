@@ -107,7 +107,8 @@ def load_mapping(path: Path, env: EnvMapping[str, str] | None = None) -> Mapping
         form=None
         if form is None
         else Form(
-            origins=tuple(form.get("origins", ())),
+            # scheme and host are case-blind, and browsers send them in lower case
+            origins=tuple(origin.lower() for origin in form.get("origins", ())),
             rate_limit=form.get("rate_limit"),
             trust_forwarded_for=form.get("trust_forwarded_for", False),
         ),

@@ -14,7 +14,7 @@ FORM = """
 verify: none
 response: {redirect: "https://example.com/thanks", error_redirect: "https://example.com/oops"}
 form:
-  origins: ["https://www.example.com"]
+  origins: ["https://WWW.Example.com"]
   rate_limit: 3
   trust_forwarded_for: true
 rules:
@@ -107,7 +107,7 @@ def test_cors_for_the_configured_origins_only(client):
 
 def test_posts_from_other_sites_are_refused_before_anything_is_stored(client, engine):
     assert post(client, Origin="https://www.example.com").status_code == 200
-    assert post(client, Referer="https://www.example.com/signup?x=1").status_code == 200
+    assert post(client, Referer="https://WWW.EXAMPLE.com/signup?x=1").status_code == 200
     assert post(client).status_code == 200  # no Origin, no Referer: not a browser
     refused = post(client, Origin="https://evil.example")
     assert refused.status_code == 403
