@@ -173,6 +173,10 @@ class Sandbox:
                 raise TemplateProblem(
                     f"unknown filter {node.name!r}", did_you_mean(node.name, self.env.filters)
                 )
+            if node.name == "lookup" and not node.args and not node.kwargs:
+                raise TemplateProblem(
+                    "lookup needs the table to read", hint="e.g. `lookup('products')`"
+                )
             if node.name == "lookup" and node.args and isinstance(node.args[0], nodes.Const):
                 table = node.args[0].value
                 if table not in self.tables:

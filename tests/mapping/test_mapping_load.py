@@ -319,6 +319,17 @@ def test_duplicate_rule_names(problems):
     ]
 
 
+def test_a_lookup_without_its_table_is_refused_at_load(problems):
+    """It passed `check`, then every event was rejected with a Python TypeError."""
+    found = problems(
+        "verify: none\ntables: {t: {a: b}}\nrules:\n  - name: r\n    lead:\n"
+        '      email: a@b.co\n      city: "{{ body.c | lookup }}"\n'
+    )
+    assert found == [
+        "rules[0].lead.city: lookup needs the table to read (e.g. `lookup('products')`)"
+    ]
+
+
 def test_template_and_expression_syntax_errors_name_the_line(problems):
     found = problems(
         """
