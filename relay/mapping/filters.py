@@ -115,11 +115,20 @@ def make_lookup(tables: Mapping[str, Mapping[str, Any]]) -> Callable[..., Any]:
     return lookup
 
 
+def as_list(value: Any) -> list[Any]:
+    """The value's items as a list: a form sends one ticked checkbox as text and several
+    as a list, and a checkbox custom field takes a list either way. Null or "" is []."""
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "email": email,
     "first_name": first_name,
     "last_name": last_name,
     "phone": phone,
     "cents": cents,
+    "as_list": as_list,
     "lead_email": lead_email,
 }

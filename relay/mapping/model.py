@@ -238,8 +238,8 @@ def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
     for identifier, value in rule.lead.custom_fields:
         path = f"lead.custom_fields.{identifier}"
         rendered = _at(rule, path, value, context)
-        if isinstance(rendered, list | tuple):
-            rendered = [_plain(rule, path, item) for item in rendered]
+        if isinstance(rendered, list | tuple):  # a checkbox field's option ids
+            rendered = [_plain(rule, path, item) for item in rendered if not _empty(item)]
         else:
             rendered = _plain(rule, path, rendered)
         if not _empty(rendered):

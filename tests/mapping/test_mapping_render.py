@@ -488,3 +488,24 @@ def test_a_rule_can_choose_its_own_account(load, event):
 def test_a_rule_account_must_be_a_valid_name(problems):
     found = problems(ACCOUNTS.replace("account: shop_eu", "account: Shop-EU"))
     assert any("rules[0].account" in p and "lower-case" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("interests", "sent"),
+    [("11", ["11"]), (["11", "12"], ["11", "12"]), (["", None, "3"], ["3"]), ("", None)],
+)
+def test_a_checkbox_field_gets_a_list_of_the_ticked_ids(load, event, interests, sent):
+    """A form sends one ticked box as text, several as a list; empty ids are left out."""
+    mapping = load(
+        """
+        verify: none
+        rules:
+          - name: r
+            lead:
+              email: a@b.co
+              custom_fields: {interests: "{{ body.interests | as_list }}"}
+        """
+    )
+    lead = mapping.render(event({"interests": interests})).plans[0]["lead"]
+    fields = {f["field_identifier"]: f["field_value"] for f in lead.get("custom_fields", [])}
+    assert fields.get("interests") == sent
