@@ -76,7 +76,8 @@ def _count_ingest(response: Response) -> Response:
 def metrics():
     expected = current_app.extensions["relay"].config.admin_token or ""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    given = token.strip().encode()  # as the API reads it
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected.encode()):
         return Response("admin token required\n", 401, {"WWW-Authenticate": "Bearer"})
     body = _process_figures() + generate_latest(_state_registry())
     return Response(body, 200, {"Content-Type": CONTENT_TYPE_LATEST})

@@ -96,7 +96,9 @@ class EventQuerySchema(Schema):
     text = fields.String(metadata={"description": "text anywhere in the payload"})
     since = Moment()
     until = Moment()
-    cursor = fields.String()
+    cursor = fields.String(
+        validate=validate.Regexp(r"^ev_[0-9a-f]{8,64}$", error="not a cursor this API gave")
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 

@@ -230,6 +230,18 @@ def test_a_moment_beyond_what_utc_holds_is_refused_not_a_500(client, method, pat
     assert "must fall between the years 1 and 9999 in UTC" in answer.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("cursor", ["zzzz", "%ff", "ev_", "ev_XYZ0123456789"])
+def test_a_cursor_the_api_did_not_give_is_refused(api, cursor):
+    answer = api.get(f"/events?cursor={cursor}")
+    assert answer.status_code == 400
+    assert answer.get_json() == {"error": {"cursor": ["not a cursor this API gave"]}}
+
+
+def test_the_metrics_token_is_read_as_the_apis(client):
+    answer = client.get("/metrics", headers={"Authorization": f"Bearer  {TOKEN} "})
+    assert answer.status_code == 200
+
+
 def test_only_an_account_the_relay_deals_with_can_be_paused(api, client):
     for name in ("ghost", "a" * 65):
         answer = api.post(f"/accounts/{name}/pause", {"reason": "x"})
