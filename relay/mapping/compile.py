@@ -36,7 +36,11 @@ def load_mappings(directory: Path, env: EnvMapping[str, str] | None = None) -> d
     mappings: dict[str, Mapping] = {}
     problems: list[Problem] = []
     for path in sorted(directory.iterdir()):
-        if path.suffix not in SUFFIXES or path.name.startswith(".") or not path.is_file():
+        if path.suffix.lower() not in SUFFIXES or path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix not in SUFFIXES:  # Shop.YAML: served by nobody, and nobody told
+            hint = f"rename it {path.stem}{path.suffix.lower()}"
+            problems.append(Problem(str(path), "", "the extension must be lower case", hint))
             continue
         if path.stem in mappings:
             problems.append(

@@ -101,6 +101,17 @@ def test_an_account_name_is_refused_unless_whole_and_short_enough(problems, acco
     assert problems(text) == ["account: must be 1 to 64 lower-case letters, digits and _"]
 
 
+def test_an_upper_case_extension_is_a_problem_not_a_file_left_unread(mapping_dir, write):
+    write("shop.YAML", MINIMAL)
+    with pytest.raises(MappingError) as caught:
+        load_mappings(mapping_dir)
+    (problem,) = caught.value.problems
+    assert (problem.message, problem.hint) == (
+        "the extension must be lower case",
+        "rename it shop.yaml",
+    )
+
+
 def test_same_route_twice(mapping_dir, write):
     write("shop.yaml", MINIMAL)
     write("shop.yml", MINIMAL)
