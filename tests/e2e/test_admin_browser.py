@@ -134,5 +134,9 @@ def test_forms_without_their_csrf_token_are_refused_and_phones_fit(
         phone.goto(relay.url + path)
         overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+        heading = phone.evaluate(  # the body may clip what sticks out: the heading itself
+            "(h => h.scrollWidth - h.clientWidth)(document.querySelector('h1'))"
+        )
+        assert heading <= 0, f"{path}: its heading is {heading}px wider than a phone"
     phone.goto(relay.url + "/admin/events")
     shoot(phone, "events-phone", tmp_path)
