@@ -87,8 +87,10 @@ def lead_email(context: Context, value: Any) -> str:
     is known (an earlier event replayed, or `relay identities set`), a replay delivers it.
     """
     customer_id = _text(value, "lead_email").strip()
+    if not customer_id:
+        raise RenderError("lead_email: the customer id is empty")
     find = context.get(IDENTITIES)
-    found = find(customer_id) if find is not None and customer_id else None
+    found = find(customer_id) if find is not None else None
     if not found:
         raise RenderError(f"no lead identity for customer {customer_id}")
     return found

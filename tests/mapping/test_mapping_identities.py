@@ -1,5 +1,7 @@
 """`remember` and `lead_email`: events that name only the sender's customer id."""
 
+import pytest
+
 from relay.mapping.filters import IDENTITIES
 from relay.mapping.model import Identity
 
@@ -72,6 +74,15 @@ def test_an_unknown_customer_rejects_naming_the_id(load):
     )
     assert rendered.status == "rejected"
     assert rendered.reason.endswith("no lead identity for customer cus_9")
+
+
+@pytest.mark.parametrize("customer", ["", "  ", None])
+def test_an_empty_customer_id_is_named_as_such(load, customer):
+    rendered = load(SHOP).render(
+        payload({"type": "cancelled", "customer": customer}, lambda account, customer_id: None)
+    )
+    assert rendered.status == "rejected"
+    assert rendered.reason.endswith("lead_email: the customer id is empty")
 
 
 def test_without_a_lookup_the_reason_is_the_same(load):
