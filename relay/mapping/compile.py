@@ -72,7 +72,7 @@ def load_mapping(path: Path, env: EnvMapping[str, str] | None = None) -> Mapping
                     file,
                     "",
                     f"route name {route!r} must be lower-case letters, digits, - and _, "
-                    f"at most {MAX_ROUTE} of them",
+                    f"start with a letter or digit, and be at most {MAX_ROUTE} long",
                     f"rename the file, e.g. {_route_like(route)}{path.suffix}",
                 )
             ]

@@ -104,7 +104,9 @@ class Tables(fields.Field):
         errors: dict[str, Any] = {}
         for name, table in value.items():
             if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
-                errors[str(name)] = ["a table name has only letters, digits and _"]
+                errors[str(name)] = [
+                    "a table name has only letters, digits and _, and starts with a letter or _"
+                ]
             elif not isinstance(table, dict):
                 errors[name] = ["must be a mapping of key: value"]
             else:

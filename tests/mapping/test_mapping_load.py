@@ -90,7 +90,10 @@ def test_route_name_must_be_url_safe(mapping_dir, write, name):
     with pytest.raises(MappingError) as caught:
         load_mappings(mapping_dir)
     (problem,) = caught.value.problems
-    assert "must be lower-case letters, digits, - and _" in problem.message
+    assert problem.message.endswith(
+        "must be lower-case letters, digits, - and _, start with a letter or digit, "
+        "and be at most 100 long"
+    )
     assert problem.hint.startswith("rename the file")
     assert len(problem.hint.split("e.g. ")[1].removesuffix(".yaml")) <= 100
 
@@ -404,7 +407,8 @@ def test_lookup_table_names_are_checked_with_a_hint(problems):
         """
     )
     assert found == [
-        "tables.bad name: a table name has only letters, digits and _",
+        "tables.bad name: a table name has only letters, digits and _, and starts with a "
+        "letter or _",
         "tables.nested.k: must be text, a number or true/false",
         "rules[0].actions[0].tag_name: lookup names unknown table 'prodcts' "
         "(did you mean 'products'?)",
