@@ -214,20 +214,10 @@ def _remembered(config: Config, route: str):
     database to read them from (`try` needs none)."""
     import functools
 
-    from sqlalchemy.exc import DBAPIError
-
-    from relay.store import connect, schema_is_current
     from relay.store.identities import find
 
-    engine = connect(config.database_url)
-    click.get_current_context().call_on_close(engine.dispose)
-    if _missing_sqlite_file(engine):
-        return None
-    try:
-        current = schema_is_current(engine)
-    except DBAPIError:
-        return None
-    return functools.partial(find, engine, route) if current else None
+    engine, problem = _opened(config)
+    return None if problem else functools.partial(find, engine, route)
 
 
 def _sample_headers(file: Path) -> dict[str, str]:
@@ -322,6 +312,17 @@ def resume(name: str) -> None:
 def _engine(config: Config):
     """An engine closed with the command, so no connection outlives it; a database
     that is missing, unreadable or not migrated stops the command with one line."""
+    engine, problem = _opened(config)
+    if problem:
+        _fail(ConfigError(f"DATABASE_URL: {problem}"))
+    return engine
+
+
+def _opened(config: Config):
+    """An engine closed with the command, and what keeps its database from serving the
+    commands that read the record (None when nothing does): a SQLite file that is not
+    there (connecting would create an empty one; in-memory and `file:` URI databases
+    have none to look for), an unreadable database, or a schema not migrated."""
     from sqlalchemy.exc import DBAPIError
 
     from relay.store import connect, schema_is_current
@@ -329,24 +330,15 @@ def _engine(config: Config):
     engine = connect(config.database_url)
     click.get_current_context().call_on_close(engine.dispose)
     upgrade = "run `python -m relay db upgrade` (or `make run`) first"
-    missing = _missing_sqlite_file(engine)
-    if missing:
-        _fail(ConfigError(f"DATABASE_URL: no database at {missing}: {upgrade}"))
+    database = engine.url.database or ":memory:"
+    on_disk = engine.dialect.name == "sqlite" and not database.startswith((":memory:", "file:"))
+    if on_disk and not os.path.exists(database):
+        return engine, f"no database at {database}: {upgrade}"
     try:
         current = schema_is_current(engine)
     except DBAPIError as exc:
-        _fail(ConfigError(f"DATABASE_URL: cannot read the database: {exc.orig}"))
-    if not current:
-        _fail(ConfigError(f"DATABASE_URL: the database schema is not current: {upgrade}"))
-    return engine
-
-
-def _missing_sqlite_file(engine) -> str | None:
-    """The path of a SQLite database file that is not there: connecting would create an
-    empty one. None for PostgreSQL, and for in-memory and `file:` URI databases."""
-    database = engine.url.database or ":memory:"
-    on_disk = engine.dialect.name == "sqlite" and not database.startswith((":memory:", "file:"))
-    return database if on_disk and not os.path.exists(database) else None
+        return engine, f"cannot read the database: {exc.orig}"
+    return engine, None if current else f"the database schema is not current: {upgrade}"
 
 
 def _echo_json(document) -> None:
