@@ -20,6 +20,7 @@ from relay.store.tables import attempts, deliveries, events, utcnow
 from tests.store.test_queue import known_lead_id
 
 KEY, PASSWORD = "key-unit-SECRET-1", "pw-unit-SECRET-2"
+POINTS = [{"cmd": "give_points_to_lead", "points": 5}]
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def test_exhausted_retries_make_the_delivery_dead(engine, fake, kartra_url):
 
 def test_ambiguous_failure_is_not_resent_when_it_carries_points(engine, fake, kartra_url):
     fake.down = True
-    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
+    enqueue(engine, actions=POINTS)
     dispatcher(engine, config(kartra_url)).run_once()
     row = delivery(engine)
     assert row.status == "failed" and "ambiguous" in row.last_error
@@ -416,23 +417,27 @@ def test_each_account_uses_its_own_credentials_and_pauses_alone(engine, fake, ka
     assert not states["shop_eu"]["paused"] and not states["default"]["paused"]
 
 
-def test_a_reclaimed_delivery_is_sent_again_and_marked_ambiguous(engine, fake, kartra_url):
-    enqueue(engine)
-    queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+def reclaimed(engine, kartra_url, actions=None, *, marked=False):
+    """A delivery a killed worker claimed (and `marked` as about to send), taken over by
+    a new dispatcher once its lease ran out; the attempts recorded."""
+    enqueue(engine, actions=actions)
+    [claimed] = queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
+    if marked:
+        queue.mark_sending(engine, claimed.id)
     queue.expire_claims(engine)
     dispatcher(engine, config(kartra_url)).run_once()
-    assert delivery(engine).status == "delivered"
     with engine.connect() as conn:
-        [attempt] = conn.execute(select(attempts)).all()
+        return conn.execute(select(attempts)).all()
+
+
+def test_a_reclaimed_delivery_is_sent_again_and_marked_ambiguous(engine, fake, kartra_url):
+    [attempt] = reclaimed(engine, kartra_url)
+    assert delivery(engine).status == "delivered"
     assert attempt.ambiguous
 
 
 def test_a_reclaimed_delivery_with_points_is_not_sent_blindly(engine, fake, kartra_url):
-    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
-    [claimed] = queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
-    queue.mark_sending(engine, claimed.id)  # the killed worker was about to send
-    queue.expire_claims(engine)
-    dispatcher(engine, config(kartra_url)).run_once()
+    reclaimed(engine, kartra_url, POINTS, marked=True)  # the killed worker was about to send
     row = delivery(engine)
     assert row.status == "failed" and "ambiguous" in row.last_error
     assert fake.call_log() == []
@@ -440,20 +445,15 @@ def test_a_reclaimed_delivery_with_points_is_not_sent_blindly(engine, fake, kart
 
 def test_a_reclaimed_delivery_with_points_never_sent_is_sent(engine, fake, kartra_url):
     """The killed worker held the claim but had not marked it: no call went out."""
-    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
-    queue.claim(engine, "killed-worker", limit=1, lease=timedelta(seconds=30))
-    queue.expire_claims(engine)
-    dispatcher(engine, config(kartra_url)).run_once()
+    [attempt] = reclaimed(engine, kartra_url, POINTS)
     assert delivery(engine).status == "delivered"
-    with engine.connect() as conn:
-        [attempt] = conn.execute(select(attempts)).all()
     assert not attempt.ambiguous
     assert len(fake.call_log()) == 1
 
 
 @pytest.mark.parametrize(
     ("actions", "marked"),
-    [([{"cmd": "give_points_to_lead", "points": 5}], True), (None, False)],
+    [(POINTS, True), (None, False)],
 )
 def test_a_call_that_must_not_repeat_is_marked_before_it_goes(engine, kartra_url, actions, marked):
     enqueue(engine, actions=actions)
@@ -474,7 +474,7 @@ def test_a_database_away_before_the_request_is_waited_for(engine, fake, kartra_u
     """A PostgreSQL restart as the rate limiter asks: no request was written, so the
     sender waits for the database instead of leaving its claim to lapse and come back
     reclaimed (which fails a delivery with points as ambiguous)."""
-    enqueue(engine, actions=[{"cmd": "give_points_to_lead", "points": 5}])
+    enqueue(engine, actions=POINTS)
     d = dispatcher(engine, config(kartra_url))
     acquire, failures = d.limiter.acquire, [2]
 

@@ -67,52 +67,41 @@ def test_a_client_trickling_its_headers_is_cut_off(relay_factory):
 
 
 FORM = b"email=cut.short%40example.com&first_name=Jonathan"
+FORM_HEAD = (
+    b"POST /hooks/demo-form HTTP/1.1\r\nHost: relay\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n"
+)
+
+
+def refused(relay, request: bytes, *, hang_up: bool) -> bytes:
+    """What the relay answers `request` (the client stops writing after it when
+    `hang_up`): a 400, with nothing stored and no traceback in the log."""
+    sock = connect(relay, request)
+    if hang_up:
+        sock.shutdown(socket.SHUT_WR)
+    answered = answer(sock)
+    assert answered.startswith(b"HTTP/1.1 400 ")
+    assert relay.events() == []
+    assert "Traceback" not in relay.process.output()
+    return answered
 
 
 def test_a_body_shorter_than_its_content_length_is_refused_not_stored(relay_factory):
     """A client whose upload drops: gunicorn hands the app a short read, and the
     part that came would be a garbled event (`cut.short%4` for an email)."""
     relay = relay_factory().start()
-    sock = connect(
-        relay,
-        b"POST /hooks/demo-form HTTP/1.1\r\nHost: relay\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(FORM) + FORM[:22],
-    )
-    sock.shutdown(socket.SHUT_WR)
-    refused = answer(sock)
-    assert refused.startswith(b"HTTP/1.1 400 ")
+    request = FORM_HEAD + b"Content-Length: %d\r\n\r\n" % len(FORM) + FORM[:22]
     expected = f"the body ended after 22 of the {len(FORM)} bytes of its Content-Length"
-    assert expected.encode() in refused
-    assert relay.events() == []
+    assert expected.encode() in refused(relay, request, hang_up=True)
 
 
 def test_a_chunked_body_cut_off_is_refused_not_stored(relay_factory):
     relay = relay_factory().start()
-    sock = connect(
-        relay,
-        b"POST /hooks/demo-form HTTP/1.1\r\nHost: relay\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(FORM) + FORM[:22],
-    )
-    sock.shutdown(socket.SHUT_WR)
-    refused = answer(sock)
-    assert refused.startswith(b"HTTP/1.1 400 ")
-    assert b"the body ended before it was complete" in refused
-    assert relay.events() == []
-    assert "Traceback" not in relay.process.output()
+    request = FORM_HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(FORM) + FORM[:22]
+    assert b"the body ended before it was complete" in refused(relay, request, hang_up=True)
 
 
 def test_a_chunked_body_with_broken_framing_is_refused_not_stored(relay_factory):
     relay = relay_factory().start()
-    sock = connect(
-        relay,
-        b"POST /hooks/demo-form HTTP/1.1\r\nHost: relay\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + FORM + b"\r\n0\r\n\r\n",
-    )
-    refused = answer(sock)
-    assert refused.startswith(b"HTTP/1.1 400 ")
-    assert b"Invalid chunk size" in refused
-    assert relay.events() == []
-    assert "Traceback" not in relay.process.output()
+    request = FORM_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + FORM + b"\r\n0\r\n\r\n"
+    assert b"Invalid chunk size" in refused(relay, request, hang_up=False)
