@@ -31,7 +31,7 @@ key and password before they are stored or put in a message.
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -364,6 +364,20 @@ def parse_response(payload: Any, cmds: list[str]) -> tuple[list[ActionResult], A
     return [_result(cmd, payload) for cmd in cmds], None
 
 
+def _settled(result: ActionResult, action: Mapping[str, Any]) -> ActionResult:
+    """A cancel answered 275 (the subscription was cancelled or terminated before) found
+    what it asks for, as one answered 252 (cancelled before) did: after an ambiguous 267
+    or a lost answer, the retry of a cancel that went through meets either. A pause or
+    an unpause answered 275 has failed."""
+    if (
+        result.cmd == "modify_subscription_status"
+        and result.type == 275
+        and action.get("subscription_status_modification") == "cancel"
+    ):
+        return replace(result, kind="success_equivalent")
+    return result
+
+
 def _status(body: Mapping[str, Any]) -> str:
     return str(body.get("status", "")).strip().lower()
 
@@ -544,7 +558,8 @@ class KartraClient:
             "api_password": credentials.api_password,
             **{key: value for key, value in params.items() if key not in _CREDENTIAL_PARAMS},
         }
-        cmds = [str(action.get("cmd", "")) for action in params.get("actions") or []]
+        actions = params.get("actions") or []
+        cmds = [str(action.get("cmd", "")) for action in actions]
         call = KartraCall(
             request=mask(params),
             http_status=None,
@@ -600,7 +615,8 @@ class KartraClient:
         if payload is None:
             call.kind, call.error = "ambiguous", "response body is not JSON"
             return call
-        call.results, failure = parse_response(call.response, cmds)
+        results, failure = parse_response(call.response, cmds)
+        call.results = [_settled(r, a) for r, a in zip(results, actions, strict=False)]
         if failure is not None:
             call.kind, call.code = failure.kind, failure.type
             label = f"Kartra {failure.type}" if failure.type is not None else "Kartra"

@@ -462,9 +462,11 @@ class FakeKartra:
     def _do_modify_subscription_status(self, action: Mapping[str, Any], lead: None) -> None:
         subscription = str(action.get("subscription_id", ""))
         change = action.get("subscription_status_modification")
-        self._subscription(subscription)
+        status = self._subscription(subscription)
         if change not in ("cancel", "pause", "unpause"):
             raise _Failure(274, "Wrong subscription status modification")
+        if status == "Terminated" or (status == "Cancelled" and change != "cancel"):
+            raise _Failure(275, "Cancelled or terminated subscription cannot be updated")
         if change == "cancel":
             self._cancel(subscription)
         else:

@@ -194,6 +194,46 @@ def test_lead_less_plan_and_success_equivalents(client, fake, credentials) -> No
     assert all("lead" not in request for request in sent(fake))
 
 
+def status_change(change: str) -> dict:
+    return {
+        "rule": "cancellation",
+        "account": "default",
+        "lead": None,
+        "actions": [
+            {
+                "cmd": "modify_subscription_status",
+                "subscription_id": 9001,
+                "subscription_status_modification": change,
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("before", ["Cancelled", "Terminated"])
+def test_a_cancel_that_finds_the_subscription_ended_is_done(
+    client, fake, credentials, before
+) -> None:
+    fake.subscriptions["9001"] = before
+    outcome = client.deliver(credentials, status_change("cancel"))
+    assert outcome.done == [0]
+    [result] = outcome.calls[0].results
+    assert (result.type, result.kind) == (
+        {"Cancelled": 252, "Terminated": 275}[before],
+        "success_equivalent",
+    )
+
+
+@pytest.mark.parametrize("change", ["pause", "unpause"])
+def test_a_pause_or_unpause_of_an_ended_subscription_fails(
+    client, fake, credentials, change
+) -> None:
+    fake.subscriptions["9001"] = "Terminated"
+    with pytest.raises(DataError) as caught:
+        client.deliver(credentials, status_change(change))
+    assert caught.value.code == 275
+    assert caught.value.outcome.done == []
+
+
 def test_nothing_left_to_do_makes_no_call(client, fake, credentials) -> None:
     outcome = client.deliver(credentials, signup(), lead_id="1001", done=[0, 1])
     assert outcome.calls == []

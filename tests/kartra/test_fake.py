@@ -134,6 +134,8 @@ def test_transaction_and_subscription_codes(kartra: FakeKartra) -> None:
     assert run({**modify, "subscription_status_modification": "pause"})[0] == "115"
     assert run({"cmd": "cancel_transaction", "transaction_id": "5001"})[0] is None
     assert run({"cmd": "cancel_transaction", "transaction_id": "5001"})[0] == "252"
+    assert run({**modify, "subscription_status_modification": "cancel"})[0] == "252"
+    assert run({**modify, "subscription_status_modification": "unpause"})[0] == "275"
     assert run({"cmd": "cancel_transaction", "transaction_id": "7"})[0] == "248"
 
 
