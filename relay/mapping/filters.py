@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jinja2 import Undefined, pass_context
+from jinja2 import Undefined, pass_context, pass_environment
+from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context
 
 from relay.mapping.errors import RenderError
@@ -125,6 +126,16 @@ def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+@pass_environment
+def join(environment: Any, value: Any, d: str = "", attribute: str | int | None = None) -> str:
+    """Jinja's `join`, leaving JSON nulls out: Jinja's own prints each as "None", which
+    would reach Kartra as a name or a field's text (`[body.first, body.last] | join(' ')`
+    with no first name gave "None Doe")."""
+    if attribute is not None:
+        value = map(make_attrgetter(environment, attribute), value)
+    return str(d).join(str(item) for item in value if item is not None)
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "email": email,
     "first_name": first_name,
@@ -132,5 +143,6 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "phone": phone,
     "cents": cents,
     "as_list": as_list,
+    "join": join,
     "lead_email": lead_email,
 }

@@ -328,6 +328,22 @@ def test_null_inside_text_prints_empty(one_field, event):
     assert plan["lead"]["first_name"] == "-x"
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ [body.a, body.b] | join(' ') }}", "Doe"),
+        ("{{ [body.b, body.a, body.b] | join(', ') }}", "Doe, Doe"),
+        ("{{ body.parts | join('/', attribute='n') }}", "1/x"),
+        ("{{ [body.b, 7] | join }}", "Doe7"),
+    ],
+)
+def test_join_leaves_nulls_out(one_field, event, source, expected):
+    mapping = one_field("first_name", source)
+    body = {"a": None, "b": "Doe", "parts": [{"n": 1}, {"n": None}, {"n": "x"}]}
+    (plan,) = mapping.render(event(body)).plans
+    assert plan["lead"]["first_name"] == expected
+
+
 def test_headers_query_and_route_are_in_context(load, event):
     mapping = load(
         """
@@ -509,3 +525,4 @@ def test_a_checkbox_field_gets_a_list_of_the_ticked_ids(load, event, interests, 
     lead = mapping.render(event({"interests": interests})).plans[0]["lead"]
     fields = {f["field_identifier"]: f["field_value"] for f in lead.get("custom_fields", [])}
     assert fields.get("interests") == sent
+
