@@ -162,6 +162,8 @@ class _Builder:
             return None
 
     def condition(self, path: str, source: Any) -> Any:
+        if isinstance(source, bool):
+            source = "true" if source else "false"  # Jinja's own literals
         if not isinstance(source, str):
             return None
         try:

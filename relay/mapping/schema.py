@@ -78,6 +78,16 @@ class Scalar(fields.Field):
         return value
 
 
+class Condition(fields.Field):
+    """An expression as text, or true/false: a rule or action always, or never, taken
+    (`when: false` switches a rule off without deleting it)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str | bool):
+            raise ValidationError("must be an expression (text) or true/false")
+        return value
+
+
 class CustomFields(fields.Field):
     """`identifier: value`; a value may be a list (the option ids of a checkbox field)."""
 
@@ -204,7 +214,7 @@ class ActionSchema(Schema):
         unknown = INCLUDE
 
     cmd = fields.String(required=True)
-    when = fields.String()
+    when = Condition()
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def _params(self, data: Any, original_data: Any, **kwargs: Any) -> None:
@@ -263,7 +273,7 @@ class RuleSchema(_Strict):
     name = fields.String(
         required=True, validate=validate.Length(1, 100, error="must be 1 to 100 characters")
     )
-    when = fields.String()
+    when = Condition()
     account = fields.String(
         validate=validate.Regexp(
             ACCOUNT_NAME, error="must be 1 to 64 lower-case letters, digits and _"

@@ -526,3 +526,27 @@ def test_a_checkbox_field_gets_a_list_of_the_ticked_ids(load, event, interests, 
     fields = {f["field_identifier"]: f["field_value"] for f in lead.get("custom_fields", [])}
     assert fields.get("interests") == sent
 
+
+def test_when_true_or_false_takes_a_rule_or_action_always_or_never(load, event):
+    mapping = load(
+        """
+        verify: none
+        rules:
+          - {name: switched-off, when: false, lead: {email: off@b.c}}
+          - name: always
+            when: true
+            lead: {email: on@b.c}
+            actions:
+              - {cmd: assign_tag, tag_name: Never, when: false}
+              - {cmd: assign_tag, tag_name: Always, when: true}
+        """
+    )
+    rendered = mapping.render(event({}))
+    [plan] = rendered.plans
+    assert (rendered.rule, plan["lead"]["email"]) == ("always", "on@b.c")
+    assert plan["actions"] == [{"cmd": "assign_tag", "tag_name": "Always"}]
+
+
+def test_when_of_another_kind_is_named(problems):
+    found = problems("verify: none\nrules: [{name: r, when: 3, lead: {email: a@b.c}}]\n")
+    assert found == ["rules[0].when: must be an expression (text) or true/false"]
