@@ -36,3 +36,12 @@ class MappingError(Exception):
 
 class RenderError(Exception):
     """An event could not be rendered by a mapping; the message says where and why."""
+
+
+class UnknownIdentity(RenderError):
+    """`lead_email` met a customer id no event has taught yet: the event can be rendered
+    again once one does (senders such as Paddle do not keep their events in order)."""
+
+    def __init__(self, customer_id: str):
+        super().__init__(f"no lead identity for customer {customer_id}")
+        self.customer_id = customer_id

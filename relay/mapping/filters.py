@@ -16,7 +16,7 @@ from jinja2 import Undefined, pass_context, pass_environment
 from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context
 
-from relay.mapping.errors import RenderError
+from relay.mapping.errors import RenderError, UnknownIdentity
 
 IDENTITIES = "relay.identities"
 """Where the caller of `Mapping.render` puts the identity lookup: no template can name
@@ -93,7 +93,7 @@ def lead_email(context: Context, value: Any) -> str:
     find = context.get(IDENTITIES)
     found = find(customer_id) if find is not None else None
     if not found:
-        raise RenderError(f"no lead identity for customer {customer_id}")
+        raise UnknownIdentity(customer_id)
     return found
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.kartra.commands import ACTIONS
-from relay.mapping.errors import RenderError
+from relay.mapping.errors import RenderError, UnknownIdentity
 from relay.mapping.expressions import Condition, Value, spelled_texts
 from relay.mapping.filters import IDENTITIES
 
@@ -78,6 +78,8 @@ class Rendered:
     reason: str | None
     plans: list[dict[str, Any]] = field(default_factory=list)
     identity: Identity | None = None
+    awaiting: tuple[str, str] | None = None
+    """(account, customer_id) when rejected for a customer id with no lead identity yet."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,9 @@ class Mapping:
                     continue
                 plan = self._plan(rule, context)
             except RenderError as exc:
-                return Rendered("rejected", rule.name, _cap(str(exc)))
+                unknown = _unknown_identity(exc)
+                awaiting = None if unknown is None else (account, unknown.customer_id)
+                return Rendered("rejected", rule.name, _cap(str(exc)), awaiting=awaiting)
             if plan is None:
                 return Rendered("ignored", rule.name, f"rule {rule.name!r}: nothing to do")
             return Rendered("queued", rule.name, None, [plan], _identity(rule, plan, context))
@@ -289,6 +293,13 @@ def _action(rule: Rule, index: int, action: Action, context: dict[str, Any]) -> 
                 f"not one of {', '.join(allowed)}"
             )
     return item
+
+
+def _unknown_identity(exc: BaseException | None) -> UnknownIdentity | None:
+    """The UnknownIdentity behind a rejection: `_at` wraps it with the rule and key."""
+    while exc is not None and not isinstance(exc, UnknownIdentity):
+        exc = exc.__cause__
+    return exc
 
 
 def _at(rule: Rule, path: str, compiled: Value | Condition, context: dict[str, Any]) -> Any:

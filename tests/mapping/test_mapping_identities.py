@@ -74,6 +74,14 @@ def test_an_unknown_customer_rejects_naming_the_id(load):
     )
     assert rendered.status == "rejected"
     assert rendered.reason.endswith("no lead identity for customer cus_9")
+    assert rendered.awaiting == ("shop_eu", "cus_9")
+
+
+def test_only_an_unknown_customer_leaves_the_event_awaiting(load):
+    rendered = load(SHOP.replace("body.customer | lead_email", "body.nothing | lead_email")).render(
+        payload({"type": "cancelled", "customer": "cus_9"}, lambda account, customer_id: None)
+    )
+    assert rendered.status == "rejected" and rendered.awaiting is None
 
 
 @pytest.mark.parametrize("customer", ["", "  ", None])
