@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -88,6 +89,7 @@ def serve(port: int | None, host: str) -> None:
 @main.command()
 def worker() -> None:
     """Run the dispatcher alone; SIGTERM finishes the calls in flight and exits."""
+    from relay.admin.resume import Resume
     from relay.admin.retention import Retention
     from relay.arenas import limit_malloc_arenas
     from relay.dispatch.worker import SWITCH_INTERVAL, Dispatcher
@@ -109,11 +111,27 @@ def worker() -> None:
 
         instrument(dispatcher)
     retention = Retention(engine, config.retention_days)
+    resume = Resume(engine, _mappings_when_needed(config))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: dispatcher.shutdown())
     retention.start()
+    resume.start()
     dispatcher.run()
     retention.stop.set()
+    resume.stop.set()
+
+
+def _mappings_when_needed(config: Config):
+    """The worker's mappings, loaded the first time they are asked for (and again after
+    a failure): the mapping engine costs memory a worker rarely needs."""
+
+    @functools.cache
+    def mappings():
+        from relay.mapping import load_mappings
+
+        return load_mappings(config.mappings_dir)
+
+    return mappings
 
 
 def _metrics_shared() -> bool:
@@ -556,6 +574,7 @@ def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
     """The single-process mode: the dispatcher (and retention) as threads of the web
     process."""
     from relay.admin.dispatch_metrics import instrument
+    from relay.admin.resume import Resume
     from relay.admin.retention import Retention
     from relay.dispatch.worker import Dispatcher
 
@@ -563,6 +582,7 @@ def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
     dispatcher = Dispatcher(relay.config, relay.engine, wake=relay.wake)
     instrument(dispatcher)
     Retention(relay.engine, relay.config.retention_days).start()
+    Resume(relay.engine, lambda: relay.mappings).start()
     thread = threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True)
     thread.start()
     return thread, dispatcher

@@ -86,6 +86,7 @@ def replay(
             status=rendered.status,
             rule=rendered.rule,
             reason=rendered.reason,
+            awaiting=rendered.awaiting,
         )
         if rendered.identity is not None:
             identity = rendered.identity

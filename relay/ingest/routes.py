@@ -92,6 +92,7 @@ def receive(route: str):
             reason=rendered.reason,
             plans=rendered.plans,
             identity=_identity(rendered.identity),
+            awaiting=rendered.awaiting,
         ),
     )
     if stored.created and rendered.plans:

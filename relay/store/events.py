@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import OperationalError
 
 from relay.store.db import insert_rows, write_transaction
-from relay.store.identities import remember_all
+from relay.store.identities import learnable, remember_all
 from relay.store.tables import deliveries, events, utcnow
 from relay.store.wakeup import notify
 
@@ -89,6 +89,8 @@ class NewEvent:
     plans: list[dict[str, Any]]
     identity: tuple[str, str, str] | None = None
     """(account, customer_id, email) to remember with the event, if its rule says so."""
+    awaiting: tuple[str, str] | None = None
+    """(account, customer_id) whose lead identity the rejected event waits for."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,16 @@ def _event_row(event_id: str, new: NewEvent, now: datetime) -> dict[str, Any]:
         "status": new.status,
         "rule": new.rule,
         "reason": new.reason,
+        **awaiting_columns(new.awaiting),
     }
+
+
+def awaiting_columns(awaiting: tuple[str, str] | None) -> dict[str, str | None]:
+    """The event's `awaiting_*` values: none for a customer id too long to be learned."""
+    account, customer_id = awaiting or (None, None)
+    if customer_id is None or not learnable(customer_id):
+        return {"awaiting_account": None, "awaiting_customer": None}
+    return {"awaiting_account": account, "awaiting_customer": customer_id}
 
 
 def _original(conn: Connection, new: NewEvent) -> Stored:

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
 from relay.store.db import insert_rows
-from relay.store.tables import identities, utcnow
+from relay.store.tables import events, identities, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,12 @@ _EMAIL_LENGTH = identities.c.email.type.length
 def fits(customer_id: str, email: str) -> bool:
     """Whether the pair fits its columns: no sender's customer id is longer, and an
     event must not fail to be stored because of what it would teach."""
-    return 0 < len(customer_id) <= _CUSTOMER_ID_LENGTH and 0 < len(email) <= _EMAIL_LENGTH
+    return learnable(customer_id) and 0 < len(email) <= _EMAIL_LENGTH
+
+
+def learnable(customer_id: str) -> bool:
+    """Whether an identity for this customer id could ever be kept."""
+    return 0 < len(customer_id) <= _CUSTOMER_ID_LENGTH
 
 
 def remember(
@@ -84,6 +89,49 @@ def find(engine: Engine, route: str, account: str, customer_id: str) -> str | No
                 identities.c.customer_id == customer_id,
             )
         ).scalar()
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    event_id: str
+    route: str
+    account: str
+    customer_id: str
+
+
+def ready(engine: Engine, limit: int = 100) -> list[Awaiting]:
+    """Rejected events waiting for a lead identity their route has learned since, oldest
+    first."""
+    query = (
+        select(events.c.id, events.c.route, events.c.awaiting_account, events.c.awaiting_customer)
+        .join(
+            identities,
+            (identities.c.route == events.c.route)
+            & (identities.c.account == events.c.awaiting_account)
+            & (identities.c.customer_id == events.c.awaiting_customer),
+        )
+        .where(events.c.awaiting_customer.is_not(None))
+        .order_by(events.c.received_at, events.c.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [Awaiting(*row) for row in conn.execute(query)]
+
+
+def take(engine: Engine, awaiting: Awaiting) -> bool:
+    """Stop `awaiting` waiting; True for the one caller that did, of several processes
+    finding it ready at once: only that one renders the event again."""
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(events)
+            .where(
+                events.c.id == awaiting.event_id,
+                events.c.awaiting_account == awaiting.account,
+                events.c.awaiting_customer == awaiting.customer_id,
+            )
+            .values(awaiting_account=None, awaiting_customer=None)
+        )
+    return taken.rowcount == 1
 
 
 def all_identities(engine: Engine, route: str | None = None) -> list[Identity]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
-from relay.store.events import new_delivery
+from relay.store.events import awaiting_columns, new_delivery
 from relay.store.search import mentions_email
 from relay.store.tables import attempts, deliveries, events, identities, leads, utcnow
 from relay.store.wakeup import notify
@@ -56,12 +56,14 @@ def replace_deliveries(
     status: str,
     rule: str | None,
     reason: str | None,
+    awaiting: tuple[str, str] | None = None,
     now: datetime | None = None,
 ) -> Requeued:
     """Mark the event's current deliveries `replayed` and queue `plans` in their place.
 
-    `status`, `rule` and `reason` are what the (re-)rendering said; with plans the
-    event is `queued` again. Raises StoreConflict while a worker holds a delivery.
+    `status`, `rule`, `reason` and `awaiting` are what the (re-)rendering said; with
+    plans the event is `queued` again. Raises StoreConflict while a worker holds a
+    delivery.
     """
     now = now or utcnow()
     with engine.begin() as conn:
@@ -89,7 +91,12 @@ def replace_deliveries(
         conn.execute(
             update(events)
             .where(events.c.id == event_id)
-            .values(status="queued" if plans else status, rule=rule, reason=reason)
+            .values(
+                status="queued" if plans else status,
+                rule=rule,
+                reason=reason,
+                **awaiting_columns(awaiting),
+            )
         )
     return Requeued(event_id, "queued" if plans else status, len(plans))
 

@@ -84,6 +84,12 @@ events = Table(
     Column("status", String(16), nullable=False),
     Column("rule", String(100)),
     Column("reason", Text),
+    # A rejected event waits here for the lead identity of this customer id; rendered
+    # again once the route learns it (relay/admin/resume.py). Migration 0007 indexes the
+    # waiting events only (a partial index, which a Table can state only per dialect,
+    # and naming PostgreSQL's here would load its dialect into every SQLite process).
+    Column("awaiting_account", String(64)),
+    Column("awaiting_customer", String(200)),
     UniqueConstraint("route", "dedupe_key"),
     Index(None, "received_at"),
     Index(None, "status"),

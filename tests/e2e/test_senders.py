@@ -82,7 +82,8 @@ def kartra(tmp_path):
 
 
 @pytest.fixture
-def senders(tmp_path, relay_factory, kartra):
+def recipes(tmp_path, relay_factory, kartra):
+    """The relay with every example recipe, live against the fake Kartra, not started."""
     mappings = tmp_path / "mappings"
     mappings.mkdir()
     for recipe in EXAMPLES.glob("*.yaml"):
@@ -96,7 +97,12 @@ def senders(tmp_path, relay_factory, kartra):
         PYTHONPATH=os.pathsep.join([str(ROOT), str(site)]),
         **RECIPE_ENV,
         **live_env(kartra),
-    ).start()
+    )
+
+
+@pytest.fixture
+def senders(recipes):
+    return recipes.start()
 
 
 def post(relay, sender: str, name: str, **kwargs):
@@ -188,3 +194,30 @@ def test_start_up_names_a_missing_secret_and_warns_about_verify_none(senders):
     check = senders.cli("check")
     assert check.returncode != 0
     assert "environment variable STRIPE_WEBHOOK_SECRET is not set" in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("processes", ["serve", "web and worker"])
+def test_a_paddle_transaction_before_its_customer_is_delivered_once_the_customer_comes(
+    recipes, kartra, processes
+):
+    """Paddle does not keep its events in order: the transaction waits, rejected, for the
+    customer.created that teaches its email, then goes out without a hand's replay, from
+    the dispatcher inside `relay serve` or from the Procfile's worker process."""
+    senders = recipes.start() if processes == "serve" else recipes
+    if processes != "serve":
+        recipes.start_web()
+        worker = recipes.start_worker()
+    answer = post(senders, "paddle", "transaction.completed")
+    transaction = answer.json()["event_id"]
+    waiting = senders.event(transaction)
+    assert waiting["status"] == "rejected"
+    assert waiting["awaiting_customer"] == "ctm_01jgfixturecustomer00001"
+
+    post(senders, "paddle", "customer.created")
+    event = senders.wait_for_status(transaction, "delivered", timeout=30)
+    assert event["awaiting_customer"] is None
+    [lead] = [lead for lead in kartra.leads() if lead["email"] == "emma.johnson@example.com"]
+    assert lead["tags"] == ["Funnel Templates Club"]
+    logged = (senders.process if processes == "serve" else worker).log_lines()
+    [resumed] = [x for x in logged if x.get("event") == "event_resumed"]
+    assert (resumed["event_id"], resumed["status"]) == (transaction, "queued")

@@ -3,10 +3,13 @@ earlier event remembers the lead email, a later one finds it, an unknown id is r
 with the id in the reason, and a replay after the identity is known queues the plan."""
 
 import pytest
+from structlog.testing import capture_logs
 
 from relay.admin.operations import replay
+from relay.admin.resume import Resume
+from relay.cli import _mappings_when_needed
 from relay.config import Config
-from relay.store.identities import find, remember
+from relay.store.identities import find, ready, remember, take
 from relay.store.search import get_event
 from relay.web import create_app
 
@@ -77,3 +80,71 @@ def test_replaying_the_earlier_event_teaches_the_identity(client, engine, app):
     remember(engine, "shop", "default", "cus_1", "someone.else@example.com")
     replay(engine, app.extensions["relay"].mappings, paid["event_id"])
     assert find(engine, "shop", "default", "cus_1") == "jane@example.com"
+
+
+def resume(app, engine) -> Resume:
+    return Resume(engine, lambda: app.extensions["relay"].mappings)
+
+
+def test_an_event_waiting_for_a_customer_goes_out_once_an_event_teaches_it(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    assert resume(app, engine).once() == 0
+    post(client, id="e2", type="paid", customer="cus_9", email="bob@example.com")
+    with capture_logs() as logs:
+        assert resume(app, engine).once() == 1
+    event = get_event(engine, waiting)
+    assert (event.status, event.reason) == ("queued", None)
+    [delivery] = event.deliveries
+    assert delivery.plan["lead"] == {"email": "bob@example.com"}
+    assert resume(app, engine).once() == 0
+    [line] = [x for x in logs if x["event"] == "event_resumed"]
+    assert (line["event_id"], line["customer_id"], line["deliveries"]) == (waiting, "cus_9", 1)
+
+
+def test_an_identity_set_by_hand_resumes_the_event_too(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    remember(engine, "shop", "other_account", "cus_9", "bob@example.com")
+    remember(engine, "elsewhere", "default", "cus_9", "bob@example.com")
+    assert resume(app, engine).once() == 0  # another account's or route's customer
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    assert resume(app, engine).once() == 1
+    assert get_event(engine, waiting).status == "queued"
+
+
+def test_of_two_processes_finding_an_event_ready_one_replays_it(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    [found] = ready(engine)
+    assert found.event_id == waiting
+    assert take(engine, found) is True
+    assert take(engine, found) is False
+    assert ready(engine) == []
+
+
+def test_a_replay_that_still_finds_no_identity_keeps_the_event_waiting(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    replay(engine, app.extensions["relay"].mappings, waiting)
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    assert resume(app, engine).once() == 1
+    assert get_event(engine, waiting).status == "queued"
+
+
+def test_a_customer_id_too_long_to_be_learned_is_not_waited_for(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="c" * 201)["event_id"]
+    assert get_event(engine, waiting).status == "rejected"
+    assert ready(engine) == [] and resume(app, engine).once() == 0
+
+
+def test_the_worker_loads_the_mappings_only_when_an_event_is_ready(tmp_path, engine):
+    mappings = tmp_path / "worker-mappings"
+    mappings.mkdir()
+    (mappings / "shop.yaml").write_text(SHOP)
+    loaded = []
+    load = _mappings_when_needed(Config(database_url=str(engine.url), mappings_dir=mappings))
+    worker = Resume(engine, lambda: loaded.append(1) or load())
+    app = create_app(Config(database_url=str(engine.url), mappings_dir=mappings), engine)
+    waiting = post(app.test_client(), id="e1", type="cancelled", customer="cus_9")["event_id"]
+    assert worker.once() == 0 and loaded == []
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    assert worker.once() == 1 and loaded == [1]
+    assert get_event(engine, waiting).status == "queued"
