@@ -41,7 +41,7 @@ from relay.admin.operations import (
     replay_many,
 )
 from relay.ingest.limits import retry_after, signin_wait, with_retry_after
-from relay.store import maintenance, queue, search, timeline
+from relay.store import maintenance, queue, search, sessions, timeline
 from relay.store.tables import utcnow
 
 bp = Blueprint("dashboard", __name__, url_prefix="/admin", template_folder="templates")
@@ -116,12 +116,23 @@ def _guard():
         sent = request.form.get("csrf_token", "")
         if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
             abort(400, "the form's CSRF token is missing or out of date: reload the page")
-    if request.endpoint != "dashboard.login" and not session.get("admin"):
+    if request.endpoint != "dashboard.login" and not _signed_in():
         return redirect(url_for("dashboard.login", next=request.full_path))
     values = [*(request.view_args or {}).values(), *request.args.values(), *request.form.values()]
     if any("\x00" in value for value in values if isinstance(value, str)):
         abort(400, "NUL characters are not allowed")  # PostgreSQL text cannot hold one
     return None
+
+
+def _signed_in() -> bool:
+    """A session from sign-in that no sign-out has ended (a copied cookie included)."""
+    session_id = session.get("sid")
+    if not session.get("admin") or not isinstance(session_id, str):
+        return False
+    if sessions.ended(_relay().engine, session_id):
+        session.clear()
+        return False
+    return True
 
 
 @bp.errorhandler(HTTPException)
@@ -155,6 +166,7 @@ def login():
             session.clear()
             session.permanent = True
             session["admin"] = True
+            session["sid"] = secrets.token_urlsafe(32)
             return redirect(_safe_next(request.args.get("next")))
         signin_wait(failed=True)
         error = "That is not the admin token."
@@ -170,6 +182,8 @@ def _safe_next(target: str | None) -> str:
 
 @bp.post("/logout")
 def logout():
+    lifetime = current_app.permanent_session_lifetime
+    sessions.end(_relay().engine, session["sid"], utcnow() + lifetime)
     session.clear()
     return redirect(url_for("dashboard.login"))
 

@@ -11,6 +11,8 @@
 - `workers`: each dispatcher's last sign of life, for readiness checks.
 - `identities`: the lead email a sender's customer id stands for, per route and account,
   for events that name only the customer id.
+- `signed_out`: dashboard sessions ended by signing out, until their cookie would have
+  expired anyway (the cookie itself is the rest of the session's state).
 
 Times are stored as timezone-aware UTC on both SQLite and PostgreSQL (`UTCDateTime`).
 """
@@ -179,4 +181,11 @@ identities = Table(
     Column("customer_id", String(200), primary_key=True),
     Column("email", String(320), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+signed_out = Table(
+    "signed_out",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),  # SHA-256 of the session id
+    Column("until", UTCDateTime, nullable=False),
 )

@@ -1,9 +1,12 @@
 """The dashboard through the Flask test client: sign-in, CSRF, escaping, every page."""
 
+import hashlib
 import re
 
 import pytest
+from sqlalchemy import select
 
+from relay.store.tables import signed_out
 from tests.admin.conftest import KEY, PASSWORD, TOKEN, deliver, fix_mapping, post
 
 
@@ -11,12 +14,20 @@ def csrf(page) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))[1]
 
 
-@pytest.fixture
-def signed_in(client):
+def sign_in(client):
     page = client.get("/admin/login")
     answer = client.post("/admin/login", data={"token": TOKEN, "csrf_token": csrf(page)})
     assert answer.status_code == 302 and answer.headers["Location"] == "/admin/"
     return client
+
+
+@pytest.fixture
+def signed_in(client):
+    return sign_in(client)
+
+
+def sign_out(client) -> None:
+    client.post("/admin/logout", data={"csrf_token": csrf(client.get("/admin/"))})
 
 
 def test_pages_need_a_session_and_a_right_token(client):
@@ -157,6 +168,28 @@ def test_overview_draws_charts_and_sign_out_ends_the_session(signed_in, client, 
     assert signed_in.get("/admin/events/ev_nope").status_code == 404
     signed_in.post("/admin/logout", data={"csrf_token": csrf(page)})
     assert signed_in.get("/admin/").status_code == 302
+
+
+def test_sign_out_ends_a_copy_of_the_cookie_too(signed_in, app):
+    copied = signed_in.get_cookie("relay_admin").value
+    elsewhere = app.test_client()
+    elsewhere.set_cookie("relay_admin", copied)
+    assert elsewhere.get("/admin/").status_code == 200
+    sign_out(signed_in)
+    assert elsewhere.get("/admin/").status_code == 302
+    later = app.test_client()
+    later.set_cookie("relay_admin", copied)
+    assert later.get("/admin/events").status_code == 302
+    assert sign_in(app.test_client()).get("/admin/").status_code == 200
+
+
+def test_the_database_keeps_only_a_hash_of_an_ended_session(signed_in, engine):
+    with signed_in.session_transaction() as session:
+        session_id = session["sid"]
+    sign_out(signed_in)
+    with engine.connect() as conn:
+        [(stored,)] = conn.execute(select(signed_out.c.session_hash)).all()
+    assert stored == hashlib.sha256(session_id.encode()).hexdigest()
 
 
 @pytest.mark.parametrize(
