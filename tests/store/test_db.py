@@ -158,3 +158,22 @@ def test_db_upgrade_takes_a_url_with_a_percent_sign(database_url, tmp_path):
     engine = connect(url)
     assert wait_for_schema(engine, timeout=1) is True
     engine.dispose()
+
+
+def test_the_newest_migrations_go_down_and_up_again_keeping_the_events(engine):
+    """An operator rolling a release back runs the downgrade: the events stored meanwhile
+    stay, and upgrading again gives the current schema."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    store_event(engine, new_event(key="id:kept"))
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0006")
+    assert db.schema_is_current(engine) is False
+    migrate(engine)
+    assert db.schema_is_current(engine) is True
+    with engine.connect() as conn:
+        assert conn.execute(select(events.c.dedupe_key)).scalars().all() == ["id:kept"]
