@@ -458,6 +458,8 @@ def show(event_id: str, as_json: bool) -> None:
     click.echo(f"status: {event.status}" + (f" (rule {event.rule})" if event.rule else ""))
     if event.reason:
         click.echo(f"reason: {event.reason}")
+    if event.awaiting_customer:
+        click.echo(f"waiting for the lead email of customer {event.awaiting_customer}")
     click.echo("payload:")
     click.echo(_indent(json.dumps(event.payload, indent=2, ensure_ascii=False)))
     for delivery in event.deliveries:

@@ -87,6 +87,13 @@ class EventSchema(Schema):
     query = fields.Dict()
     payload = fields.Raw(allow_none=True)
     deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
+    awaiting_customer = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the customer id whose lead identity this rejected event waits "
+            "for: it goes out once the route learns it"
+        },
+    )
 
 
 class EventQuerySchema(Schema):

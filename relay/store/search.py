@@ -191,6 +191,8 @@ class EventView:
     query: dict[str, Any]
     payload: Any
     deliveries: list[DeliveryView]
+    awaiting_customer: str | None = None
+    """The customer id whose lead identity this rejected event waits for."""
 
 
 def get_event(engine: Engine, event_id: str) -> EventView | None:
@@ -255,6 +257,7 @@ def get_event(engine: Engine, event_id: str) -> EventView | None:
             )
             for d in delivery_rows
         ],
+        awaiting_customer=row.awaiting_customer,
     )
 
 
