@@ -573,8 +573,8 @@ def redact(event_ids, email, as_json: bool) -> None:
 
 
 def start_embedded_dispatcher(app) -> tuple[threading.Thread, object]:
-    """The single-process mode: the dispatcher (and retention) as threads of the web
-    process."""
+    """The single-process mode: the dispatcher (with retention and the resuming of
+    events waiting for an identity) as threads of the web process."""
     from relay.admin.dispatch_metrics import instrument
     from relay.admin.resume import Resume
     from relay.admin.retention import Retention
