@@ -173,11 +173,13 @@ class Mapping:
         for rule in self.rules:
             if account is not None and (rule.account or self.account) != account:
                 continue
+            if _switched_off(rule.when):
+                continue
             if rule.lead is not None:
                 names["custom_fields"].update(
                     identifier for identifier, _ in rule.lead.custom_fields
                 )
-            for action in rule.actions:
+            for action in (a for a in rule.actions if not _switched_off(a.when)):
                 for param, value in action.params:
                     kind = _NAME_KINDS.get(param)
                     if kind is None or not isinstance(value.source, str):
@@ -206,6 +208,11 @@ class Mapping:
             "lead_mode": None if rule.lead is None else rule.lead.mode,
             "actions": actions,
         }
+
+
+def _switched_off(when: Condition | None) -> bool:
+    """`when: false`: a rule or action kept in the file but never taken."""
+    return when is not None and when.source.strip() == "false"
 
 
 def _context(payload: dict[str, Any], route: str) -> dict[str, Any]:

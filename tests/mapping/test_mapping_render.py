@@ -442,6 +442,30 @@ def test_names_are_those_the_file_spells(load):
     assert mapping.names()["lists"] == set()
 
 
+def test_a_switched_off_rule_or_action_needs_nothing_in_kartra(load):
+    mapping = load(
+        """
+        verify: none
+        rules:
+          - name: old
+            when: false
+            lead: {email: a@b.c, custom_fields: {legacy: x}}
+            actions: [{cmd: assign_tag, tag_name: Gone}]
+          - name: r
+            lead: {email: a@b.c}
+            actions:
+              - {cmd: assign_tag, tag_name: Kept}
+              - {cmd: assign_tag, tag_name: Paused, when: false}
+        """
+    )
+    assert mapping.names() == {
+        "tags": {"Kept"},
+        "lists": set(),
+        "sequences": set(),
+        "custom_fields": set(),
+    }
+
+
 def test_names_lists_literal_names(rich, demo):
     assert rich.names() == {
         "tags": {"Member Access", "Bought Course 101", "Bought Course B"},  # and a table's
