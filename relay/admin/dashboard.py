@@ -117,7 +117,9 @@ def _guard():
         if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
             abort(400, "the form's CSRF token is missing or out of date: reload the page")
     if request.endpoint != "dashboard.login" and not _signed_in():
-        return redirect(url_for("dashboard.login", next=request.full_path))
+        # back to the page afterwards; a form's target answers only its POST
+        back = request.full_path if request.method == "GET" else None
+        return redirect(url_for("dashboard.login", next=back))
     values = [*(request.view_args or {}).values(), *request.args.values(), *request.form.values()]
     if any("\x00" in value for value in values if isinstance(value, str)):
         abort(400, "NUL characters are not allowed")  # PostgreSQL text cannot hold one

@@ -183,6 +183,19 @@ def test_sign_out_ends_a_copy_of_the_cookie_too(signed_in, app):
     assert sign_in(app.test_client()).get("/admin/").status_code == 200
 
 
+def test_a_form_posted_after_sign_out_leads_to_sign_in_then_the_overview(signed_in):
+    page = signed_in.get("/admin/failures")
+    token = csrf(page)
+    with signed_in.session_transaction() as session:
+        kept = dict(session)
+    sign_out(signed_in)
+    with signed_in.session_transaction() as session:
+        session.update(kept)  # a tab with the page (and its cookie) from before
+    answer = signed_in.post("/admin/retry", data={"csrf_token": token})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/login"
+    sign_in(signed_in)  # lands on the overview, not on a GET of /admin/retry (405)
+
+
 def test_the_database_keeps_only_a_hash_of_an_ended_session(signed_in, engine):
     with signed_in.session_transaction() as session:
         session_id = session["sid"]
