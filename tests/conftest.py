@@ -12,6 +12,7 @@ from werkzeug.serving import make_server
 
 from relay.kartra.fake import FakeKartra, create_app
 from relay.store import connect, migrate
+from relay.store.db import MIGRATIONS
 from tests.postgres import Cluster
 
 # The relay's CLI reads a `.env` of the working directory; a developer's own must not
@@ -83,6 +84,18 @@ def database_url(database_kind, tmp_path, request):
     if database_kind == "sqlite":
         return f"sqlite:///{tmp_path / 'relay.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+def downgrade(engine, revision: str) -> None:
+    """Take the schema back to `revision`, as an operator rolling a release back would."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 @pytest.fixture

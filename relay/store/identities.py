@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, or_, select, update
 
 from relay.store.db import insert_rows
 from relay.store.tables import events, identities, utcnow
@@ -95,19 +95,23 @@ def find(engine: Engine, route: str, account: str, customer_id: str) -> str | No
 class Awaiting:
     event_id: str
     route: str
-    account: str
+    account: str | None
+    """None for an event rejected before migration 0007: any account of the route."""
     customer_id: str
 
 
 def ready(engine: Engine, limit: int = 100) -> list[Awaiting]:
     """Rejected events waiting for a lead identity their route has learned since, oldest
     first."""
+    same_account = or_(
+        identities.c.account == events.c.awaiting_account, events.c.awaiting_account.is_(None)
+    )
     query = (
         select(events.c.id, events.c.route, events.c.awaiting_account, events.c.awaiting_customer)
         .join(
             identities,
             (identities.c.route == events.c.route)
-            & (identities.c.account == events.c.awaiting_account)
+            & same_account
             & (identities.c.customer_id == events.c.awaiting_customer),
         )
         .where(events.c.awaiting_customer.is_not(None))
@@ -115,7 +119,8 @@ def ready(engine: Engine, limit: int = 100) -> list[Awaiting]:
         .limit(limit)
     )
     with engine.connect() as conn:
-        return [Awaiting(*row) for row in conn.execute(query)]
+        found = {row.id: Awaiting(*row) for row in conn.execute(query)}  # one per event
+    return list(found.values())
 
 
 def take(engine: Engine, awaiting: Awaiting) -> bool:
@@ -126,7 +131,7 @@ def take(engine: Engine, awaiting: Awaiting) -> bool:
             update(events)
             .where(
                 events.c.id == awaiting.event_id,
-                events.c.awaiting_account == awaiting.account,
+                events.c.awaiting_account.is_not_distinct_from(awaiting.account),
                 events.c.awaiting_customer == awaiting.customer_id,
             )
             .values(awaiting_account=None, awaiting_customer=None)

@@ -3,15 +3,18 @@ earlier event remembers the lead email, a later one finds it, an unknown id is r
 with the id in the reason, and a replay after the identity is known queues the plan."""
 
 import pytest
+from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from relay.admin.operations import replay
 from relay.admin.resume import Resume
 from relay.cli import _mappings_when_needed
 from relay.config import Config
+from relay.store import migrate
 from relay.store.identities import find, ready, remember, take
 from relay.store.search import get_event
 from relay.web import create_app
+from tests.conftest import downgrade
 
 SHOP = """
 verify: none
@@ -148,3 +151,25 @@ def test_the_worker_loads_the_mappings_only_when_an_event_is_ready(tmp_path, eng
     remember(engine, "shop", "default", "cus_9", "bob@example.com")
     assert worker.once() == 1 and loaded == [1]
     assert get_event(engine, waiting).status == "queued"
+
+
+def test_an_event_rejected_so_before_the_upgrade_waits_too(client, engine, app):
+    """Migration 0007 reads the customer id back from the reason of events rejected for it
+    before; which account it was for is the mapping's, found again by the replay."""
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9 x")["event_id"]
+    cut = post(client, id="e2", type="cancelled", customer="cus_8")["event_id"]
+    downgrade(engine, "0006")
+    long_id = "rule 'cancelled': lead.email: no lead identity for customer cus_8" + "x" * 990
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE events SET reason = :reason WHERE id = :id"),
+            {"reason": long_id[:997] + "...", "id": cut},  # as the mapping cuts a reason
+        )
+    migrate(engine)
+    remember(engine, "shop", "default", "cus_9 x", "bob@example.com")
+    remember(engine, "shop", "default", "cus_8", "eve@example.com")
+    [found] = ready(engine)
+    assert (found.event_id, found.account, found.customer_id) == (waiting, None, "cus_9 x")
+    assert resume(app, engine).once() == 1
+    assert get_event(engine, waiting).status == "queued"
+    assert get_event(engine, cut).status == "rejected"

@@ -12,6 +12,7 @@ from relay.cli import main
 from relay.store import connect, db, migrate, store_event, wait_for_schema
 from relay.store.db import insert_rows, write_transaction
 from relay.store.tables import events, utcnow
+from tests.conftest import downgrade
 from tests.postgres import _free_port
 from tests.store.test_queue import new_event, plan
 
@@ -163,15 +164,8 @@ def test_db_upgrade_takes_a_url_with_a_percent_sign(database_url, tmp_path):
 def test_the_newest_migrations_go_down_and_up_again_keeping_the_events(engine):
     """An operator rolling a release back runs the downgrade: the events stored meanwhile
     stay, and upgrading again gives the current schema."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
     store_event(engine, new_event(key="id:kept"))
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(db.MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0006")
+    downgrade(engine, "0006")
     assert db.schema_is_current(engine) is False
     migrate(engine)
     assert db.schema_is_current(engine) is True

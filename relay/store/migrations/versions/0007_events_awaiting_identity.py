@@ -5,10 +5,16 @@ Paddle transaction that arrived before its customer.created) records which one; 
 dispatcher process renders it again once the route learns that identity. A partial
 index keeps the lookup to the waiting events.
 
+Events rejected so before this migration wait too: their customer id is read back from
+the reason (`... no lead identity for customer ID`); the account, which only the mapping
+knows, is left empty, meaning any account of the route (the replay finds the right one).
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-28
 """
+
+import re
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,6 +25,7 @@ branch_labels = None
 depends_on = None
 
 WAITING = sa.text("awaiting_customer IS NOT NULL")
+UNKNOWN = re.compile(r"no lead identity for customer (.{1,200})\Z", re.DOTALL)
 
 
 def upgrade() -> None:
@@ -32,6 +39,33 @@ def upgrade() -> None:
         sqlite_where=WAITING,
         postgresql_where=WAITING,
     )
+    _wait_for_what_earlier_rejections_named()
+
+
+def _wait_for_what_earlier_rejections_named() -> None:
+    events = sa.table(
+        "events",
+        sa.column("id"),
+        sa.column("status"),
+        sa.column("reason"),
+        sa.column("awaiting_customer"),
+    )
+    connection = op.get_bind()
+    rejected = connection.execute(
+        sa.select(events.c.id, events.c.reason).where(
+            events.c.status == "rejected",
+            events.c.reason.like("%no lead identity for customer %"),
+        )
+    ).all()
+    for event_id, reason in rejected:
+        named = UNKNOWN.search(reason)
+        if named is None or reason.endswith("..."):  # a reason cut at 1,000 characters
+            continue
+        connection.execute(
+            sa.update(events)
+            .where(events.c.id == event_id)
+            .values(awaiting_customer=named.group(1))
+        )
 
 
 def downgrade() -> None:
