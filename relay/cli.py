@@ -502,7 +502,8 @@ def replay(event_ids, route, status, email, text, since, until, stored, as_json)
     mappings = _mappings(config)
     filters = _event_filter(route, status, email, text, since, until)
     ids, more = (list(event_ids), 0) if event_ids else matching_ids(engine, filters)
-    results = replay_many(engine, mappings, ids, "stored" if stored else "mapping")
+    mode = "stored" if stored else "mapping"
+    results = replay_many(engine, mappings, ids, mode, status=None if event_ids else status)
     if as_json:
         _echo_json({"results": ReplayResultSchema(many=True).dump(results), "more": more})
     for result in [] if as_json else results:
@@ -627,8 +628,8 @@ def identities(ctx: click.Context, as_json: bool) -> None:
 @click.argument("email")
 @click.option("--account", default="default", show_default=True, help="Kartra account name.")
 def set_identity(route: str, customer_id: str, email: str, account: str) -> None:
-    """Say which lead a customer id stands for, so events waiting for it can be replayed
-    (`relay replay EVENT_ID`)."""
+    """Say which lead a customer id stands for: the dispatcher process replays the events
+    waiting for it within seconds."""
     from relay.mapping.filters import email as normal_email
     from relay.store.identities import fits, remember
 

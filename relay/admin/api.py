@@ -206,10 +206,11 @@ def replay_events():
     args = _body(schemas.BulkReplayRequestSchema)
     if bool(args.get("event_ids")) == bool(args.get("filter")):
         raise ValidationError({"event_ids": ["give event_ids or a filter, not both"]})
-    ids, more = args.get("event_ids"), 0
+    ids, more, status = args.get("event_ids"), 0, None
     if not ids:
         ids, more = search.event_ids(relay.engine, search.EventFilter(**args["filter"]))
-    results = replay_many(relay.engine, relay.mappings, ids, args["mode"])
+        status = args["filter"].get("status")
+    results = replay_many(relay.engine, relay.mappings, ids, args["mode"], status=status)
     relay.wake.set()
     return schemas.ReplayResultsSchema().dump({"results": results, "more": more})
 
@@ -354,7 +355,7 @@ def list_identities():
 @_endpoint(
     "PUT",
     "/identities",
-    "Say which lead a customer id stands for; then replay the events waiting for it",
+    "Say which lead a customer id stands for; the events waiting for it go out within seconds",
     body=schemas.IdentitySchema,
     response=schemas.IdentitySchema,
     errors=(400,),

@@ -305,11 +305,12 @@ def replay_selected():
     if every in FAILURE_STATUSES:
         ids, more = search.event_ids(relay.engine, search.EventFilter(status=every))
     else:
-        ids = request.form.getlist("event_id")
+        ids, every = request.form.getlist("event_id"), None
     if not ids:
         flash("Tick at least one event to replay.", "error")
         return redirect(url_for("dashboard.failures"))
-    results = replay_many(relay.engine, relay.mappings, ids, request.form.get("mode", "mapping"))
+    mode = request.form.get("mode", "mapping")
+    results = replay_many(relay.engine, relay.mappings, ids, mode, status=every)
     relay.wake.set()
     done = sum(r.ok for r in results)
     flash(f"Replayed {done} of {len(results)} event(s).", "ok" if done == len(results) else "error")

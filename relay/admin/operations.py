@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
@@ -21,6 +22,7 @@ from relay.mapping.filters import IDENTITIES
 from relay.store.identities import find, remember
 from relay.store.maintenance import (
     REDACTED_REASON,
+    EventChanged,
     Requeued,
     StoreConflict,
     current_plans,
@@ -36,6 +38,10 @@ class ReplayError(Exception):
     """This event cannot be replayed; the message says why and what to do."""
 
 
+class Overtaken(ReplayError):
+    """The event changed since it was chosen: another replay got there first."""
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     event_id: str
@@ -46,8 +52,17 @@ class ReplayResult:
 
 
 def replay(
-    engine: Engine, mappings: dict[str, Mapping], event_id: str, mode: str = "mapping"
+    engine: Engine,
+    mappings: dict[str, Mapping],
+    event_id: str,
+    mode: str = "mapping",
+    *,
+    expect: dict[str, Any] | None = None,
 ) -> Requeued:
+    """Replay one event. With `expect` (column values, e.g. `{"status": "rejected"}` for
+    an event chosen by its status), only if the event still holds them when the new
+    deliveries are stored, else Overtaken: a replay chosen by a filter, or by the
+    resumer, never re-sends an event another replay has just sent."""
     if mode not in MODES:
         raise ReplayError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     with engine.connect() as conn:
@@ -65,7 +80,7 @@ def replay(
                     "replay it with the current mappings instead"
                 )
             return replace_deliveries(
-                engine, event_id, plans, status="queued", rule=row.rule, reason=None
+                engine, event_id, plans, status="queued", rule=row.rule, reason=None, expect=expect
             )
         mapping = mappings.get(row.route)
         if mapping is None:
@@ -87,23 +102,33 @@ def replay(
             rule=rendered.rule,
             reason=rendered.reason,
             awaiting=rendered.awaiting,
+            expect=expect,
         )
         if rendered.identity is not None:
             identity = rendered.identity
             remember(engine, row.route, identity.account, identity.customer_id, identity.email)
         return requeued
+    except EventChanged as exc:
+        raise Overtaken(str(exc)) from None
     except StoreConflict as exc:
         raise ReplayError(str(exc)) from None
 
 
 def replay_many(
-    engine: Engine, mappings: dict[str, Mapping], ids: list[str], mode: str = "mapping"
+    engine: Engine,
+    mappings: dict[str, Mapping],
+    ids: list[str],
+    mode: str = "mapping",
+    *,
+    status: str | None = None,
 ) -> list[ReplayResult]:
-    """Replay each event on its own: one that cannot be replayed does not stop the rest."""
+    """Replay each event on its own: one that cannot be replayed does not stop the rest.
+    `status`: the events were chosen for it; one that has left it since is not replayed."""
+    expect = {"status": status} if status else None
     results = []
     for event_id in ids:
         try:
-            done = replay(engine, mappings, event_id, mode)
+            done = replay(engine, mappings, event_id, mode, expect=expect)
         except LookupError:
             results.append(ReplayResult(event_id, False, None, 0, "no such event"))
         except ReplayError as exc:

@@ -9,10 +9,13 @@ waiting events whose identity is known now, learned from an event or set with
 would. The lookup goes through a partial index of the waiting events, so it costs next
 to nothing while none waits.
 
-Several dispatcher processes may find one event ready at once: each first takes it
-(`identities.take`), and only the one that did replays it. A replay that fails after
-that (the database went away, a delivery of the event was being sent) leaves the event
-rejected, with a warning naming it, for an operator to replay.
+Several dispatcher processes, or an operator's replay, may find one event ready at
+once: each replays it only if it is still waiting for that customer when the new
+deliveries are stored (`replay`'s `expect`, one statement), so one of them does. A replay
+that fails (the database went away, a delivery of the event was being sent) changes
+nothing: the event keeps waiting and is tried again at the next look. A set-up problem
+(mappings that do not load, a route without a mapping) is logged once, and the events
+keep waiting until it is fixed and the process restarted.
 
 The worker process loads the mapping files the first time an event is ready: the
 mapping engine (Jinja, marshmallow, YAML) is memory a worker otherwise never uses.
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from relay.logs import get_logger
-from relay.store.identities import ready, take
+from relay.store.identities import ready
 
 log = get_logger("relay.resume")
 
@@ -40,6 +43,7 @@ class Resume:
         self.mappings = mappings
         self.every = every
         self.stop = threading.Event()
+        self._told: set[tuple[str, str]] = set()
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
@@ -49,31 +53,38 @@ class Resume:
         """Replay the events ready now; how many were replayed."""
         try:
             found = ready(self.engine)
-            if not found:
-                return 0
-            mappings = self.mappings()
         except Exception:
             log.exception("resume_failed")
             return 0
-        from relay.admin.operations import replay  # the mapping engine, only when needed
+        if not found:
+            return 0
+        try:
+            mappings = self.mappings()
+        except Exception as exc:
+            self._tell_once("the mappings cannot be loaded", str(exc))
+            return 0
+        from relay.admin.operations import Overtaken, replay  # the mapping engine, when needed
 
         replayed = 0
         for awaiting in found:
+            if awaiting.route not in mappings:
+                self._tell_once(f"no mapping for route {awaiting.route!r}", "")
+                continue
+            expect = {
+                "awaiting_account": awaiting.account,
+                "awaiting_customer": awaiting.customer_id,
+            }
             try:
-                if not take(self.engine, awaiting):
-                    continue
-            except Exception:
-                log.exception("resume_failed")
-                return replayed
-            try:
-                done = replay(self.engine, mappings, awaiting.event_id)
+                done = replay(self.engine, mappings, awaiting.event_id, expect=expect)
+            except Overtaken:
+                continue  # replayed meanwhile, by another worker or by hand
             except Exception as exc:
                 log.warning(
                     "event_resume_failed",
                     event_id=awaiting.event_id,
                     route=awaiting.route,
                     error=str(getattr(exc, "orig", None) or exc),
-                    detail="the event stays rejected: replay it",
+                    detail=f"the event keeps waiting; tried again in {self.every:g} s",
                 )
                 continue
             replayed += 1
@@ -86,6 +97,13 @@ class Resume:
                 deliveries=done.deliveries,
             )
         return replayed
+
+    def _tell_once(self, problem: str, error: str) -> None:
+        """Warn about a set-up problem once per process, not every few seconds."""
+        if (problem, error) in self._told:
+            return
+        self._told.add((problem, error))
+        log.error("resume_waits", problem=problem, error=error, detail="events keep waiting")
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="resume", daemon=True)

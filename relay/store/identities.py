@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, or_, select
 
 from relay.store.db import insert_rows
 from relay.store.tables import events, identities, utcnow
@@ -100,14 +100,24 @@ class Awaiting:
     customer_id: str
 
 
-def ready(engine: Engine, limit: int = 100) -> list[Awaiting]:
+def ready(engine: Engine) -> list[Awaiting]:
     """Rejected events waiting for a lead identity their route has learned since, oldest
-    first."""
+    first (the order they came in is the order they go out).
+
+    Sorted here, not in SQL: asked to sort, SQLite walks every event by `received_at`
+    (40 ms at 200,000 events, every few seconds) instead of the partial index of the
+    waiting ones (0.2 ms)."""
     same_account = or_(
         identities.c.account == events.c.awaiting_account, events.c.awaiting_account.is_(None)
     )
     query = (
-        select(events.c.id, events.c.route, events.c.awaiting_account, events.c.awaiting_customer)
+        select(
+            events.c.id,
+            events.c.route,
+            events.c.awaiting_account,
+            events.c.awaiting_customer,
+            events.c.received_at,
+        )
         .join(
             identities,
             (identities.c.route == events.c.route)
@@ -115,28 +125,11 @@ def ready(engine: Engine, limit: int = 100) -> list[Awaiting]:
             & (identities.c.customer_id == events.c.awaiting_customer),
         )
         .where(events.c.awaiting_customer.is_not(None))
-        .order_by(events.c.received_at, events.c.id)
-        .limit(limit)
     )
     with engine.connect() as conn:
-        found = {row.id: Awaiting(*row) for row in conn.execute(query)}  # one per event
+        rows = sorted(conn.execute(query), key=lambda row: (row.received_at, row.id))
+    found = {row.id: Awaiting(*row[:4]) for row in rows}  # one per event, in order
     return list(found.values())
-
-
-def take(engine: Engine, awaiting: Awaiting) -> bool:
-    """Stop `awaiting` waiting; True for the one caller that did, of several processes
-    finding it ready at once: only that one renders the event again."""
-    with engine.begin() as conn:
-        taken = conn.execute(
-            update(events)
-            .where(
-                events.c.id == awaiting.event_id,
-                events.c.awaiting_account.is_not_distinct_from(awaiting.account),
-                events.c.awaiting_customer == awaiting.customer_id,
-            )
-            .values(awaiting_account=None, awaiting_customer=None)
-        )
-    return taken.rowcount == 1
 
 
 def all_identities(engine: Engine, route: str | None = None) -> list[Identity]:

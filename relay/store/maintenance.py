@@ -29,6 +29,10 @@ class StoreConflict(Exception):
     """The change cannot be made in the event's present state; the message says why."""
 
 
+class EventChanged(StoreConflict):
+    """The event is no longer as the caller found it: another replay got there first."""
+
+
 @dataclass(frozen=True)
 class Requeued:
     event_id: str
@@ -57,18 +61,35 @@ def replace_deliveries(
     rule: str | None,
     reason: str | None,
     awaiting: tuple[str, str] | None = None,
+    expect: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Requeued:
     """Mark the event's current deliveries `replayed` and queue `plans` in their place.
 
     `status`, `rule`, `reason` and `awaiting` are what the (re-)rendering said; with
     plans the event is `queued` again. Raises StoreConflict while a worker holds a
-    delivery.
+    delivery, and EventChanged when the event's columns no longer hold the `expect`ed
+    values (the event chosen for a status, or as waiting for a customer, that another
+    replay has changed since): the check and the change are one statement, so of two
+    replays expecting the same, one changes the event.
     """
     now = now or utcnow()
+    guard = [events.c[name].is_not_distinct_from(value) for name, value in (expect or {}).items()]
     with engine.begin() as conn:
-        if conn.execute(select(events.c.id).where(events.c.id == event_id)).first() is None:
-            raise LookupError(event_id)
+        changed = conn.execute(
+            update(events)
+            .where(events.c.id == event_id, *guard)
+            .values(
+                status="queued" if plans else status,
+                rule=rule,
+                reason=reason,
+                **awaiting_columns(awaiting),
+            )
+        )
+        if changed.rowcount != 1:
+            if conn.execute(select(events.c.id).where(events.c.id == event_id)).first() is None:
+                raise LookupError(event_id)
+            raise EventChanged(f"{event_id}: changed since it was chosen (replayed meanwhile)")
         busy = conn.execute(
             select(func.count()).where(
                 deliveries.c.event_id == event_id,
@@ -88,16 +109,6 @@ def replace_deliveries(
         if plans:
             conn.execute(insert(deliveries), [new_delivery(event_id, p, now) for p in plans])
             notify(conn)
-        conn.execute(
-            update(events)
-            .where(events.c.id == event_id)
-            .values(
-                status="queued" if plans else status,
-                rule=rule,
-                reason=reason,
-                **awaiting_columns(awaiting),
-            )
-        )
     return Requeued(event_id, "queued" if plans else status, len(plans))
 
 
@@ -197,7 +208,14 @@ def redact(
         conn.execute(
             update(events)
             .where(events.c.id.in_(ids))
-            .values(body=b"", payload=None, headers={}, query={}, reason=REDACTED_REASON)
+            .values(
+                body=b"",
+                payload=None,
+                headers={},
+                query={},
+                reason=REDACTED_REASON,
+                **awaiting_columns(None),
+            )
         )
         delivery_rows = conn.execute(
             select(deliveries.c.id, deliveries.c.account, deliveries.c.rule).where(

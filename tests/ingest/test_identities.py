@@ -6,12 +6,13 @@ import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from relay.admin.operations import replay
+from relay.admin.operations import Overtaken, replay, replay_many
 from relay.admin.resume import Resume
 from relay.cli import _mappings_when_needed
 from relay.config import Config
 from relay.store import migrate
-from relay.store.identities import find, ready, remember, take
+from relay.store.identities import find, ready, remember
+from relay.store.maintenance import redact
 from relay.store.search import get_event
 from relay.web import create_app
 from tests.conftest import downgrade
@@ -119,9 +120,88 @@ def test_of_two_processes_finding_an_event_ready_one_replays_it(client, engine, 
     remember(engine, "shop", "default", "cus_9", "bob@example.com")
     [found] = ready(engine)
     assert found.event_id == waiting
-    assert take(engine, found) is True
-    assert take(engine, found) is False
+    expect = {"awaiting_account": "default", "awaiting_customer": "cus_9"}
+    mappings = app.extensions["relay"].mappings
+    assert replay(engine, mappings, waiting, expect=expect).deliveries == 1
+    with pytest.raises(Overtaken):
+        replay(engine, mappings, waiting, expect=expect)
+    assert len(get_event(engine, waiting).deliveries) == 1
     assert ready(engine) == []
+
+
+def test_a_replay_by_status_leaves_out_what_the_resumer_sent_meanwhile(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    chosen = [waiting]  # an operator's `relay replay --status rejected` chose it
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    assert resume(app, engine).once() == 1
+    [result] = replay_many(engine, app.extensions["relay"].mappings, chosen, status="rejected")
+    assert not result.ok and "changed since it was chosen" in result.error
+    assert len(get_event(engine, waiting).deliveries) == 1
+
+
+def test_and_the_resumer_leaves_out_what_a_replay_by_hand_sent(client, engine, app, monkeypatch):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    looked = ready(engine)
+    replay(engine, app.extensions["relay"].mappings, waiting)  # by hand, after the look
+    monkeypatch.setattr("relay.admin.resume.ready", lambda engine: looked)
+    assert resume(app, engine).once() == 0
+    assert len(get_event(engine, waiting).deliveries) == 1
+
+
+def test_a_failed_resume_leaves_the_event_waiting(client, engine, app, monkeypatch):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the process stopped here")
+
+    monkeypatch.setattr("relay.store.maintenance.new_delivery", broken)
+    with capture_logs() as logs:
+        assert resume(app, engine).once() == 0
+    assert [x["event"] for x in logs] == ["event_resume_failed"]
+    assert get_event(engine, waiting).awaiting_customer == "cus_9"
+    monkeypatch.undo()
+    assert resume(app, engine).once() == 1
+    assert get_event(engine, waiting).status == "queued"
+
+
+def test_a_worker_without_the_routes_mapping_keeps_the_events_waiting(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    post(client, id="e2", type="cancelled", customer="cus_9")
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    elsewhere = Resume(engine, dict)
+    with capture_logs() as logs:
+        assert elsewhere.once() == 0 and elsewhere.once() == 0
+    assert [(x["event"], x["problem"]) for x in logs] == [
+        ("resume_waits", "no mapping for route 'shop'")
+    ]
+    assert get_event(engine, waiting).awaiting_customer == "cus_9"
+
+
+def test_mappings_that_do_not_load_are_told_once_and_the_events_wait(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+
+    def unloadable():
+        raise ValueError("environment variable SHOP_SECRET is not set")
+
+    broken = Resume(engine, unloadable)
+    with capture_logs() as logs:
+        assert broken.once() == 0 and broken.once() == 0
+    assert [(x["event"], x["error"]) for x in logs] == [
+        ("resume_waits", "environment variable SHOP_SECRET is not set")
+    ]
+    assert resume(app, engine).once() == 1
+    assert get_event(engine, waiting).status == "queued"
+
+
+def test_a_redacted_event_waits_no_more(client, engine, app):
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    redact(engine, event_ids=[waiting])
+    assert get_event(engine, waiting).awaiting_customer is None
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    assert ready(engine) == [] and resume(app, engine).once() == 0
 
 
 def test_a_replay_that_still_finds_no_identity_keeps_the_event_waiting(client, engine, app):
