@@ -75,7 +75,32 @@ def replace_deliveries(
     """
     now = now or utcnow()
     guard = [events.c[name].is_not_distinct_from(value) for name, value in (expect or {}).items()]
+    claimed = (
+        (deliveries.c.status == "pending")
+        & deliveries.c.claimed_until.is_not(None)  # NOT of a NULL comparison is no row
+        & (deliveries.c.claimed_until > now)
+    )
     with engine.begin() as conn:
+        # A delivery a worker claims meanwhile is left alone by this UPDATE (its claim
+        # changed the row, or waits for this transaction and then finds it replayed),
+        # and the count after it sees the claim: one that goes out is never replaced.
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.event_id == event_id, deliveries.c.status != REPLAYED, ~claimed)
+            .values(status=REPLAYED, updated_at=now)
+        )
+        busy = conn.execute(
+            select(func.count()).where(deliveries.c.event_id == event_id, claimed)
+        ).scalar()
+        if busy:
+            raise StoreConflict(
+                f"{event_id}: a delivery is being sent to Kartra right now; try again shortly"
+            )
+        if plans:
+            conn.execute(insert(deliveries), [new_delivery(event_id, p, now) for p in plans])
+            notify(conn)
+        # Last, as the dispatcher's finish takes its delivery's row and then the event's:
+        # the same order, so the two never deadlock. Nothing above is kept if it fails.
         changed = conn.execute(
             update(events)
             .where(events.c.id == event_id, *guard)
@@ -87,28 +112,14 @@ def replace_deliveries(
             )
         )
         if changed.rowcount != 1:
-            if conn.execute(select(events.c.id).where(events.c.id == event_id)).first() is None:
+            now_status = conn.execute(
+                select(events.c.status).where(events.c.id == event_id)
+            ).scalar()
+            if now_status is None:
                 raise LookupError(event_id)
-            raise EventChanged(f"{event_id}: changed since it was chosen (replayed meanwhile)")
-        busy = conn.execute(
-            select(func.count()).where(
-                deliveries.c.event_id == event_id,
-                deliveries.c.status == "pending",
-                deliveries.c.claimed_until > now,
+            raise EventChanged(
+                f"{event_id}: changed since it was chosen (now {now_status}), so not replayed"
             )
-        ).scalar()
-        if busy:
-            raise StoreConflict(
-                f"{event_id}: a delivery is being sent to Kartra right now; try again shortly"
-            )
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.event_id == event_id, deliveries.c.status != REPLAYED)
-            .values(status=REPLAYED, updated_at=now)
-        )
-        if plans:
-            conn.execute(insert(deliveries), [new_delivery(event_id, p, now) for p in plans])
-            notify(conn)
     return Requeued(event_id, "queued" if plans else status, len(plans))
 
 
@@ -124,14 +135,19 @@ def retry_dead(
     if since is not None:
         where.append(deliveries.c.updated_at >= since)
     with engine.begin() as conn:
-        dead = conn.execute(select(deliveries).where(*where).order_by(deliveries.c.id)).all()
+        found = conn.execute(select(deliveries).where(*where).order_by(deliveries.c.id)).all()
+        # Only those still dead as they are marked: a replay meanwhile has replaced some.
+        still = set(
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_([d.id for d in found]), deliveries.c.status == "dead")
+                .values(status=REPLAYED, updated_at=now)
+                .returning(deliveries.c.id)
+            ).scalars()
+        )
+        dead = [d for d in found if d.id in still]
         if not dead:
             return []
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id.in_([d.id for d in dead]))
-            .values(status=REPLAYED, updated_at=now)
-        )
         conn.execute(
             insert(deliveries),
             [new_delivery(d.event_id, d.plan, now, done=d.done, lead_id=d.lead_id) for d in dead],

@@ -1,13 +1,16 @@
 """Search, replay, retry, purge and redact on a real SQLite record, events posted
 through the ingest endpoint and delivered to the fake Kartra."""
 
+import contextlib
+import functools
 import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from relay.admin.operations import ReplayError, replay, replay_many
+from relay.store import connect
 from relay.store.identities import all_identities, remember
 from relay.store.maintenance import (
     REPLAYED,
@@ -157,6 +160,61 @@ def test_retry_dead_carries_on_where_it_stopped(client, app, engine, fake):
     assert view.status == "delivered"
     assert [d.status for d in view.deliveries] == [REPLAYED, REPLAYED, "delivered"]
     assert retry_dead(engine) == []
+
+
+@contextlib.contextmanager
+def just_before(engine, statement_start: str, meanwhile):
+    """Run `meanwhile()` once, on its own connection, just before the first statement of
+    `engine` that starts with `statement_start`: another process acting in between."""
+    fired = []
+
+    def hook(conn, cursor, statement, parameters, context, executemany):
+        if not fired and statement.startswith(statement_start):
+            fired.append(True)
+            meanwhile()
+
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield fired
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)
+
+
+def test_a_replay_never_replaces_a_delivery_a_worker_claims_meanwhile(client, app, engine):
+    event_id = post(client)
+    other = connect(str(engine.url))
+
+    def claim():
+        with other.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.event_id == event_id)
+                .values(claimed_by="worker-2", claimed_until=utcnow() + timedelta(minutes=1))
+            )
+
+    with (
+        just_before(engine, "UPDATE deliveries SET status", claim) as fired,
+        pytest.raises(ReplayError, match="being sent to Kartra right now"),
+    ):
+        replay(engine, relay_of(app).mappings, event_id)
+    other.dispose()
+    assert fired
+    [delivery] = get_event(engine, event_id).deliveries
+    assert delivery.status == "pending"
+
+
+def test_retry_leaves_out_dead_deliveries_a_replay_replaced_meanwhile(client, app, engine, fake):
+    event_id = post(client)
+    fix_mapping(app)
+    fake.down = True
+    deliver_or_die(app)
+    other = connect(str(engine.url))
+    meanwhile = functools.partial(replay, other, relay_of(app).mappings, event_id)
+    with just_before(engine, "UPDATE deliveries SET status", meanwhile):
+        assert retry_dead(engine) == []
+    other.dispose()
+    statuses = [d.status for d in get_event(engine, event_id).deliveries]
+    assert statuses == [REPLAYED, "pending"]
 
 
 def test_counts_per_status_and_route(client, app, engine):
