@@ -7,7 +7,9 @@ the email. A thread beside the dispatcher (as retention is) looks every few seco
 waiting events whose identity is known now, learned from an event or set with
 `relay identities set`, and replays each with the current mappings, as `relay replay`
 would. The lookup goes through a partial index of the waiting events, so it costs next
-to nothing while none waits.
+to nothing while none waits. Events rejected so before the upgrade that added this
+(`identities.unsettled`: which account they wait in is unknown) are rendered again once,
+at the first look, and wait in their rule's account from then on.
 
 Several dispatcher processes, or an operator's replay, may find one event ready at
 once: each replays it only if it is still waiting for that customer when the new
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from relay.logs import get_logger
-from relay.store.identities import ready
+from relay.store.identities import ready, unsettled
 
 log = get_logger("relay.resume")
 
@@ -52,7 +54,7 @@ class Resume:
     def once(self) -> int:
         """Replay the events ready now; how many were replayed."""
         try:
-            found = ready(self.engine)
+            found = unsettled(self.engine) + ready(self.engine)
         except Exception:
             log.exception("resume_failed")
             return 0

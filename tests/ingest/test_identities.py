@@ -11,7 +11,7 @@ from relay.admin.resume import Resume
 from relay.cli import _mappings_when_needed
 from relay.config import Config
 from relay.store import migrate
-from relay.store.identities import find, ready, remember
+from relay.store.identities import find, ready, remember, unsettled
 from relay.store.maintenance import redact
 from relay.store.search import get_event
 from relay.web import create_app
@@ -235,8 +235,10 @@ def test_the_worker_loads_the_mappings_only_when_an_event_is_ready(tmp_path, eng
 
 def test_an_event_rejected_so_before_the_upgrade_waits_too(client, engine, app):
     """Migration 0007 reads the customer id back from the reason of events rejected for it
-    before; which account it was for is the mapping's, found again by the replay."""
-    waiting = post(client, id="e1", type="cancelled", customer="cus_9 x")["event_id"]
+    before; which account it was for is the mapping's: the first look renders each once,
+    and from then on it waits in its rule's account."""
+    known = post(client, id="e1", type="cancelled", customer="cus_9 x")["event_id"]
+    unknown = post(client, id="e3", type="cancelled", customer="cus_7")["event_id"]
     cut = post(client, id="e2", type="cancelled", customer="cus_8")["event_id"]
     downgrade(engine, "0006")
     long_id = "rule 'cancelled': lead.email: no lead identity for customer cus_8" + "x" * 990
@@ -248,8 +250,14 @@ def test_an_event_rejected_so_before_the_upgrade_waits_too(client, engine, app):
     migrate(engine)
     remember(engine, "shop", "default", "cus_9 x", "bob@example.com")
     remember(engine, "shop", "default", "cus_8", "eve@example.com")
-    [found] = ready(engine)
-    assert (found.event_id, found.account, found.customer_id) == (waiting, None, "cus_9 x")
-    assert resume(app, engine).once() == 1
-    assert get_event(engine, waiting).status == "queued"
+    assert [(a.event_id, a.account, a.customer_id) for a in unsettled(engine)] == [
+        (known, None, "cus_9 x"),
+        (unknown, None, "cus_7"),
+    ]
+    assert resume(app, engine).once() == 2
+    assert get_event(engine, known).status == "queued"
     assert get_event(engine, cut).status == "rejected"
+    assert unsettled(engine) == [] and resume(app, engine).once() == 0
+    remember(engine, "shop", "default", "cus_7", "ann@example.com")
+    assert resume(app, engine).once() == 1
+    assert get_event(engine, unknown).status == "queued"

@@ -7,7 +7,8 @@ index keeps the lookup to the waiting events.
 
 Events rejected so before this migration wait too: their customer id is read back from
 the reason (`... no lead identity for customer ID`); the account, which only the mapping
-knows, is left empty, meaning any account of the route (the replay finds the right one).
+knows, is left empty, and the dispatcher process renders each such event once to learn it
+(relay/admin/resume.py).
 
 Revision ID: 0007
 Revises: 0006
