@@ -6,10 +6,12 @@ Paddle may deliver a transaction.completed before the customer.created that teac
 the email. A thread beside the dispatcher (as retention is) looks every few seconds for
 waiting events whose identity is known now, learned from an event or set with
 `relay identities set`, and replays each with the current mappings, as `relay replay`
-would. The lookup goes through a partial index of the waiting events, so it costs next
-to nothing while none waits. Events rejected so before the upgrade that added this
-(`identities.unsettled`: which account they wait in is unknown) are rendered again once,
-at the first look, and wait in their rule's account from then on.
+would. A look starts from the identities learned since the last one (an index on
+`identities.updated_at`), every tenth minute from all the waiting events (a partial
+index of them), so it costs next to nothing however many wait. Events rejected so
+before the upgrade that added this (`identities.unsettled`: which account they wait in
+is unknown) are rendered again once, at the first look, and wait in their rule's account
+from then on.
 
 Several dispatcher processes, or an operator's replay, may find one event ready at
 once: each replays it only if it is still waiting for that customer when the new
@@ -27,25 +29,43 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from relay.logs import get_logger
 from relay.store.identities import ready, unsettled
+from relay.store.tables import utcnow
 
 log = get_logger("relay.resume")
 
 EVERY = 5.0
 """Seconds between two looks for ready events."""
+FULL_EVERY = 600.0
+"""Seconds between two looks at every waiting event; the others start from the
+identities learned since the last look that settled everything it found."""
+MARGIN = timedelta(minutes=5)
+"""How far before the last look an identity learned since may be stamped: a group of
+events is stamped before its commit, and an event waiting for it may be stored after."""
 
 
 class Resume:
-    def __init__(self, engine: Engine, mappings: Callable[[], dict], *, every: float = EVERY):
+    def __init__(
+        self,
+        engine: Engine,
+        mappings: Callable[[], dict],
+        *,
+        every: float = EVERY,
+        full_every: float = FULL_EVERY,
+    ):
         self.engine = engine
         self.mappings = mappings
         self.every = every
+        self.full_every = full_every
         self.stop = threading.Event()
         self._told: set[tuple[str, str]] = set()
+        self._settled_at: datetime | None = None  # everything learned before: handled
+        self._full_at: datetime | None = None
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
@@ -53,24 +73,37 @@ class Resume:
 
     def once(self) -> int:
         """Replay the events ready now; how many were replayed."""
+        started = utcnow()
+        full = self._full_at is None or (started - self._full_at).total_seconds() >= self.full_every
+        since = None if full else self._settled_at - MARGIN
         try:
-            found = unsettled(self.engine) + ready(self.engine)
+            found = unsettled(self.engine) + ready(self.engine, since)
         except Exception:
             log.exception("resume_failed")
             return 0
+        replayed, left = self._replay(found)
+        if not left:
+            self._settled_at = started
+            if full:
+                self._full_at = started
+        return replayed
+
+    def _replay(self, found: list) -> tuple[int, int]:
+        """(replayed, left waiting though ready)."""
         if not found:
-            return 0
+            return 0, 0
         try:
             mappings = self.mappings()
         except Exception as exc:
             self._tell_once("the mappings cannot be loaded", str(exc))
-            return 0
+            return 0, len(found)
         from relay.admin.operations import Overtaken, replay  # the mapping engine, when needed
 
-        replayed = 0
+        replayed = left = 0
         for awaiting in found:
             if awaiting.route not in mappings:
                 self._tell_once(f"no mapping for route {awaiting.route!r}", "")
+                left += 1
                 continue
             expect = {
                 "awaiting_account": awaiting.account,
@@ -88,6 +121,7 @@ class Resume:
                     error=str(getattr(exc, "orig", None) or exc),
                     detail=f"the event keeps waiting; tried again in {self.every:g} s",
                 )
+                left += 1
                 continue
             replayed += 1
             log.info(
@@ -98,7 +132,7 @@ class Resume:
                 status=done.status,
                 deliveries=done.deliveries,
             )
-        return replayed
+        return replayed, left
 
     def _tell_once(self, problem: str, error: str) -> None:
         """Warn about a set-up problem once per process, not every few seconds."""

@@ -100,13 +100,17 @@ class Awaiting:
     customer_id: str
 
 
-def ready(engine: Engine) -> list[Awaiting]:
-    """Rejected events waiting for a lead identity their route has learned since, oldest
-    first (the order they came in is the order they go out).
+def ready(engine: Engine, learned_since: datetime | None = None) -> list[Awaiting]:
+    """Rejected events waiting for a lead identity their route has learned (since
+    `learned_since`, if given), oldest first: the order they came in is the order they
+    go out.
 
-    Each waiting event looks its identity up by the whole primary key. Sorted here, not
-    in SQL: asked to sort, SQLite walks every event by `received_at` (40 ms at 200,000
-    events, every few seconds) instead of the partial index of the waiting ones (0.2 ms).
+    With `learned_since` the look starts from the few identities learned since (an
+    index on `updated_at`), not from every waiting event: 10,000 events waiting for ids
+    never learned made PostgreSQL hash the whole identities table each time (200 ms at
+    500,000). Sorted here, not in SQL: asked to sort, SQLite walks every event by
+    `received_at` (40 ms at 200,000 events) instead of the partial index of the waiting
+    ones (0.2 ms).
     """
     query = (
         select(
@@ -124,6 +128,8 @@ def ready(engine: Engine) -> list[Awaiting]:
         )
         .where(events.c.awaiting_customer.is_not(None))
     )
+    if learned_since is not None:
+        query = query.where(identities.c.updated_at >= learned_since)
     return _in_order(engine, query)
 
 

@@ -181,6 +181,7 @@ identities = Table(
     Column("customer_id", String(200), primary_key=True),
     Column("email", String(320), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "updated_at"),  # what was learned since the resumer's last look
 )
 
 signed_out = Table(

@@ -2,6 +2,8 @@
 earlier event remembers the lead email, a later one finds it, an unknown id is rejected
 with the id in the reason, and a replay after the identity is known queues the plan."""
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
@@ -14,6 +16,7 @@ from relay.store import migrate
 from relay.store.identities import find, ready, remember, unsettled
 from relay.store.maintenance import redact
 from relay.store.search import get_event
+from relay.store.tables import utcnow
 from relay.web import create_app
 from tests.conftest import downgrade
 
@@ -261,3 +264,37 @@ def test_an_event_rejected_so_before_the_upgrade_waits_too(client, engine, app):
     remember(engine, "shop", "default", "cus_7", "ann@example.com")
     assert resume(app, engine).once() == 1
     assert get_event(engine, unknown).status == "queued"
+
+
+def test_later_looks_start_from_what_was_learned_since(client, engine, app):
+    looking = Resume(engine, lambda: app.extensions["relay"].mappings, full_every=3600)
+    assert looking.once() == 0  # the first look sees every waiting event
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    assert looking.once() == 1
+    assert get_event(engine, waiting).status == "queued"
+
+
+def test_an_identity_stamped_long_before_its_event_waited_is_found_by_the_full_look(
+    client, engine, app
+):
+    remember(engine, "shop", "default", "cus_9", "bob@example.com")
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE identities SET updated_at = :at"), {"at": utcnow() - timedelta(days=1)}
+        )
+    looking = Resume(engine, lambda: app.extensions["relay"].mappings, full_every=3600)
+    assert looking.once() == 0
+    waiting = post(client, id="e1", type="cancelled", customer="cus_9")["event_id"]
+    with engine.begin() as conn:  # as if rendered before the identity was committed
+        conn.execute(
+            text(
+                "UPDATE events SET status = 'rejected', awaiting_account = 'default', "
+                "awaiting_customer = 'cus_9' WHERE id = :id"
+            ),
+            {"id": waiting},
+        )
+    assert looking.once() == 0  # learned long before the last look: not in this one
+    looking.full_every = 0
+    assert looking.once() == 1
+    assert get_event(engine, waiting).status == "queued"

@@ -3,7 +3,8 @@
 An event rejected because `lead_email` met a customer id with no lead email yet (a
 Paddle transaction that arrived before its customer.created) records which one; the
 dispatcher process renders it again once the route learns that identity. A partial
-index keeps the lookup to the waiting events.
+index keeps the lookup to the waiting events, and one on identities.updated_at to the
+identities learned since the last look.
 
 Events rejected so before this migration wait too: their customer id is read back from
 the reason (`... no lead identity for customer ID`); the account, which only the mapping
@@ -40,6 +41,7 @@ def upgrade() -> None:
         sqlite_where=WAITING,
         postgresql_where=WAITING,
     )
+    op.create_index("ix_identities_updated_at", "identities", ["updated_at"])
     _wait_for_what_earlier_rejections_named()
 
 
@@ -70,6 +72,7 @@ def _wait_for_what_earlier_rejections_named() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_identities_updated_at", table_name="identities")
     op.drop_index("ix_events_awaiting", table_name="events")
     with op.batch_alter_table("events") as batch:
         batch.drop_column("awaiting_customer")
