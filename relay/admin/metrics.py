@@ -123,6 +123,9 @@ class QueueState:
                 )
             ).one()
             last_beat = conn.execute(select(func.max(workers.c.seen_at))).scalar()
+            waiting = conn.execute(
+                select(func.count()).where(events.c.awaiting_customer.is_not(None))
+            ).scalar()
         yield _gauge(
             "relay_events_stored", "Events on record, by route and status", by_route, "route"
         )
@@ -138,6 +141,11 @@ class QueueState:
         )
         yield GaugeMetricFamily(
             "relay_paused_accounts", "Kartra accounts paused by an error", value=len(paused)
+        )
+        yield GaugeMetricFamily(
+            "relay_events_waiting_for_customer",
+            "Rejected events waiting for a customer's lead email, sent once it is learned",
+            value=waiting,
         )
         age = (now - _aware(last_beat)).total_seconds() if last_beat else float("nan")
         yield GaugeMetricFamily(

@@ -7,9 +7,12 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.admin.dispatch_metrics import instrument
+from relay.admin.resume import Resume
 from relay.dispatch.worker import Dispatcher
 from relay.mapping import load_mappings
+from relay.store.identities import remember
 from tests.admin.conftest import TOKEN, deliver, post
+from tests.admin.test_awaiting import CANCELLATIONS
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -118,3 +121,15 @@ def test_readyz_reports_the_worker_heartbeat_and_can_require_it(client, app):
         thread.join()
     answer = client.get("/readyz?require=worker")
     assert answer.status_code == 503 and answer.json["checks"]["worker"] is False
+
+
+def test_events_waiting_for_a_customer_are_counted(client, app, engine):
+    relay = app.extensions["relay"]
+    (relay.config.mappings_dir / "subs.yaml").write_text(CANCELLATIONS)
+    relay.mappings = load_mappings(relay.config.mappings_dir)
+    for n in range(2):
+        client.post("/hooks/subs", json={"id": f"c{n}", "customer": f"cus_{n}"})
+    assert value(scrape(client), "relay_events_waiting_for_customer") == 2
+    remember(engine, "subs", "default", "cus_0", "jane@example.com")
+    assert Resume(engine, lambda: relay.mappings).once() == 1
+    assert value(scrape(client), "relay_events_waiting_for_customer") == 1
