@@ -7,8 +7,8 @@ the email. A thread beside the dispatcher (as retention is) looks every few seco
 waiting events whose identity is known now, learned from an event or set with
 `relay identities set`, and replays each with the current mappings, as `relay replay`
 would. A look starts from the identities learned since the last one (an index on
-`identities.updated_at`), every tenth minute from all the waiting events (a partial
-index of them), so it costs next to nothing however many wait. Events rejected so
+`identities.updated_at`), so it costs next to nothing however many wait; every tenth
+minute one goes over all the waiting events (a partial index of them). Events rejected so
 before the upgrade that added this (`identities.unsettled`: which account they wait in
 is unknown) are rendered again once, at the first look, and wait in their rule's account
 from then on.
