@@ -133,7 +133,8 @@ def join(environment: Any, value: Any, d: str = "", attribute: str | int | None 
     with no first name gave "None Doe")."""
     if attribute is not None:
         value = map(make_attrgetter(environment, attribute), value)
-    return str(d).join(str(item) for item in value if item is not None)
+    separator = "" if d is None else str(d)  # a separator read from a null field
+    return separator.join(str(item) for item in value if item is not None)
 
 
 FILTERS: dict[str, Callable[..., Any]] = {

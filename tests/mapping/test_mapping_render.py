@@ -335,6 +335,7 @@ def test_null_inside_text_prints_empty(one_field, event):
         ("{{ [body.b, body.a, body.b] | join(', ') }}", "Doe, Doe"),
         ("{{ body.parts | join('/', attribute='n') }}", "1/x"),
         ("{{ [body.b, 7] | join }}", "Doe7"),
+        ("{{ [body.b, body.b] | join(body.a) }}", "DoeDoe"),
     ],
 )
 def test_join_leaves_nulls_out(one_field, event, source, expected):
