@@ -5,9 +5,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from werkzeug.serving import make_server
 
 from relay.kartra.fake import FakeKartra, create_app
@@ -84,6 +86,26 @@ def database_url(database_kind, tmp_path, request):
     if database_kind == "sqlite":
         return f"sqlite:///{tmp_path / 'relay.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+@contextmanager
+def at_statement(engine, starts_with: str, action, *, moment: str = "before"):
+    """Run `action()` once, `moment` ("before" or "after") the first statement of `engine`
+    that starts with `starts_with`: another process acting in between. Yields a list that
+    holds True once it ran."""
+    ran = []
+
+    def hook(conn, cursor, statement, *_):
+        if not ran and statement.lstrip().startswith(starts_with):
+            ran.append(True)
+            action()
+
+    name = f"{moment}_cursor_execute"
+    event.listen(engine, name, hook)
+    try:
+        yield ran
+    finally:
+        event.remove(engine, name, hook)
 
 
 def downgrade(engine, revision: str) -> None:

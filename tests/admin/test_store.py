@@ -1,13 +1,12 @@
 """Search, replay, retry, purge and redact on a real SQLite record, events posted
 through the ingest endpoint and delivered to the fake Kartra."""
 
-import contextlib
 import functools
 import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from relay.admin.operations import ReplayError, replay, replay_many
 from relay.store import connect
@@ -22,6 +21,7 @@ from relay.store.maintenance import (
 from relay.store.search import EventFilter, counts, event_ids, get_event, search_events
 from relay.store.tables import attempts, deliveries, events, identities, leads, utcnow
 from tests.admin.conftest import KEY, PASSWORD, deliver, deliver_or_die, fix_mapping, post
+from tests.conftest import at_statement
 
 
 def relay_of(app):
@@ -162,24 +162,6 @@ def test_retry_dead_carries_on_where_it_stopped(client, app, engine, fake):
     assert retry_dead(engine) == []
 
 
-@contextlib.contextmanager
-def just_before(engine, statement_start: str, meanwhile):
-    """Run `meanwhile()` once, on its own connection, just before the first statement of
-    `engine` that starts with `statement_start`: another process acting in between."""
-    fired = []
-
-    def hook(conn, cursor, statement, parameters, context, executemany):
-        if not fired and statement.startswith(statement_start):
-            fired.append(True)
-            meanwhile()
-
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield fired
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
-
-
 def test_a_replay_never_replaces_a_delivery_a_worker_claims_meanwhile(client, app, engine):
     event_id = post(client)
     other = connect(str(engine.url))
@@ -193,7 +175,7 @@ def test_a_replay_never_replaces_a_delivery_a_worker_claims_meanwhile(client, ap
             )
 
     with (
-        just_before(engine, "UPDATE deliveries SET status", claim) as fired,
+        at_statement(engine, "UPDATE deliveries SET status", claim) as fired,
         pytest.raises(ReplayError, match="being sent to Kartra right now"),
     ):
         replay(engine, relay_of(app).mappings, event_id)
@@ -210,7 +192,7 @@ def test_retry_leaves_out_dead_deliveries_a_replay_replaced_meanwhile(client, ap
     deliver_or_die(app)
     other = connect(str(engine.url))
     meanwhile = functools.partial(replay, other, relay_of(app).mappings, event_id)
-    with just_before(engine, "UPDATE deliveries SET status", meanwhile):
+    with at_statement(engine, "UPDATE deliveries SET status", meanwhile):
         assert retry_dead(engine) == []
     other.dispose()
     statuses = [d.status for d in get_event(engine, event_id).deliveries]

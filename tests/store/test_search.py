@@ -1,30 +1,11 @@
-from contextlib import contextmanager
 from datetime import timedelta
-
-from sqlalchemy import event
 
 from relay.store import queue, store_event
 from relay.store.maintenance import purge_older_than
 from relay.store.search import EventFilter, counts, get_event, search_events
 from relay.store.tables import utcnow
+from tests.conftest import at_statement
 from tests.store.test_queue import LEASE, new_event, plan
-
-
-@contextmanager
-def after_the_first_read(engine, change):
-    """Run `change` (once) right after the next SELECT on `engine`; yields whether it ran."""
-    ran = []
-
-    def hook(conn, cursor, statement, *_):
-        if not ran and statement.lstrip().startswith("SELECT"):
-            ran.append(True)
-            change()
-
-    event.listen(engine, "after_cursor_execute", hook)
-    try:
-        yield ran
-    finally:
-        event.remove(engine, "after_cursor_execute", hook)
 
 
 def finishing(engine):
@@ -39,7 +20,7 @@ def test_an_event_is_read_as_of_one_moment_while_its_delivery_finishes(engine):
     # (the deliveries): the page must show the event and its deliveries as they were
     # together, not the event queued beside a delivered delivery.
     stored = store_event(engine, new_event(plan()))
-    with after_the_first_read(engine, finishing(engine)) as finished:
+    with at_statement(engine, "SELECT", finishing(engine), moment="after") as finished:
         during = get_event(engine, stored.event_id)
     after = get_event(engine, stored.event_id)
     assert finished
@@ -51,7 +32,7 @@ def test_the_counts_are_read_as_of_one_moment_while_a_delivery_finishes(engine):
     # Events are counted first, deliveries next: the dashboard must not show an event
     # queued beside no pending delivery.
     store_event(engine, new_event(plan()))
-    with after_the_first_read(engine, finishing(engine)) as finished:
+    with at_statement(engine, "SELECT", finishing(engine), moment="after") as finished:
         during = counts(engine)
     after = counts(engine)
     assert finished
@@ -65,7 +46,7 @@ def test_a_page_of_events_is_read_as_of_one_moment_while_retention_purges(engine
     store_event(engine, new_event(plan(email="old@example.com")))
     finishing(engine)()  # purged only once delivered
     purge = lambda: purge_older_than(engine, utcnow() + timedelta(days=1))  # noqa: E731
-    with after_the_first_read(engine, purge) as purged:
+    with at_statement(engine, "SELECT", purge, moment="after") as purged:
         during = search_events(engine, EventFilter())
     assert purged
     assert [e.email for e in during.events] == ["old@example.com"]
