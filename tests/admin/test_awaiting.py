@@ -7,18 +7,7 @@ from relay.admin.resume import Resume
 from relay.store.identities import remember
 from tests.admin.conftest import SHOP, TOKEN
 from tests.admin.test_dashboard import sign_in
-
-CANCELLATIONS = """
-verify: none
-event_id: "{{ body.id }}"
-rules:
-  - name: cancelled
-    lead:
-      mode: existing
-      email: "{{ body.customer | lead_email }}"
-    actions:
-      - {cmd: assign_tag, tag_name: Cancelled}
-"""
+from tests.ingest.test_identities import SHOP as SUBSCRIPTIONS  # paid / cancelled
 
 
 @pytest.fixture
@@ -26,12 +15,14 @@ def mappings_dir(tmp_path):
     directory = tmp_path / "mappings"
     directory.mkdir()
     (directory / "shop.yaml").write_text(SHOP)
-    (directory / "subs.yaml").write_text(CANCELLATIONS)
+    (directory / "subs.yaml").write_text(SUBSCRIPTIONS)
     return directory
 
 
 def test_a_waiting_event_says_for_whom_until_it_goes_out(client, app, engine, cli):
-    answer = client.post("/hooks/subs", json={"id": "c1", "customer": "cus_9"}).get_json()
+    answer = client.post(
+        "/hooks/subs", json={"id": "c1", "type": "cancelled", "customer": "cus_9"}
+    ).get_json()
     event_id = answer["event_id"]
     api = client.get(f"/api/events/{event_id}", headers={"Authorization": f"Bearer {TOKEN}"})
     assert (api.get_json()["status"], api.get_json()["awaiting_customer"]) == ("rejected", "cus_9")

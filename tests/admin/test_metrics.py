@@ -12,7 +12,7 @@ from relay.dispatch.worker import Dispatcher
 from relay.mapping import load_mappings
 from relay.store.identities import remember
 from tests.admin.conftest import TOKEN, deliver, post
-from tests.admin.test_awaiting import CANCELLATIONS
+from tests.ingest.test_identities import SHOP as SUBSCRIPTIONS
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -125,10 +125,12 @@ def test_readyz_reports_the_worker_heartbeat_and_can_require_it(client, app):
 
 def test_events_waiting_for_a_customer_are_counted(client, app, engine):
     relay = app.extensions["relay"]
-    (relay.config.mappings_dir / "subs.yaml").write_text(CANCELLATIONS)
+    (relay.config.mappings_dir / "subs.yaml").write_text(SUBSCRIPTIONS)
     relay.mappings = load_mappings(relay.config.mappings_dir)
     for n in range(2):
-        client.post("/hooks/subs", json={"id": f"c{n}", "customer": f"cus_{n}"})
+        client.post(
+            "/hooks/subs", json={"id": f"c{n}", "type": "cancelled", "customer": f"cus_{n}"}
+        )
     assert value(scrape(client), "relay_events_waiting_for_customer") == 2
     remember(engine, "subs", "default", "cus_0", "jane@example.com")
     assert Resume(engine, lambda: relay.mappings).once() == 1
