@@ -100,6 +100,15 @@ class Awaiting:
     customer_id: str
 
 
+_WAITING = (
+    events.c.id,
+    events.c.route,
+    events.c.awaiting_account,
+    events.c.awaiting_customer,
+    events.c.received_at,  # for the order only
+)
+
+
 def ready(engine: Engine, learned_since: datetime | None = None) -> list[Awaiting]:
     """Rejected events waiting for a lead identity their route has learned (since
     `learned_since`, if given), oldest first: the order they came in is the order they
@@ -113,13 +122,7 @@ def ready(engine: Engine, learned_since: datetime | None = None) -> list[Awaitin
     ones (0.2 ms).
     """
     query = (
-        select(
-            events.c.id,
-            events.c.route,
-            events.c.awaiting_account,
-            events.c.awaiting_customer,
-            events.c.received_at,
-        )
+        select(*_WAITING)
         .join(
             identities,
             (identities.c.route == events.c.route)
@@ -137,13 +140,9 @@ def unsettled(engine: Engine) -> list[Awaiting]:
     """Events waiting for a customer of an account not known yet: those rejected before
     migration 0007, whose account only the mapping can tell. Rendering one again once
     settles it (it waits for its account's identity from then on, or goes out)."""
-    query = select(
-        events.c.id,
-        events.c.route,
-        events.c.awaiting_account,
-        events.c.awaiting_customer,
-        events.c.received_at,
-    ).where(events.c.awaiting_customer.is_not(None), events.c.awaiting_account.is_(None))
+    query = select(*_WAITING).where(
+        events.c.awaiting_customer.is_not(None), events.c.awaiting_account.is_(None)
+    )
     return _in_order(engine, query)
 
 
