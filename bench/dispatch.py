@@ -6,8 +6,10 @@ Measures, at the fake Kartra: sustained calls per second as a share of the limit
 carried the calls; and the worker's CPU
 time per call (from /proc, counted from when it is up and idle) and its peak RSS.
 First, against the same fake, the baseline: a bare requests.Session paced at the
-limiter's rate (`bench/bare_sender.py`), its CPU per call. Bounded: 2,000 calls at
-20/s take 100 s, the baseline's 400 calls 21 s; the waits have deadlines.
+limiter's rate (`bench/bare_sender.py`), its CPU per call; then the chosen stack's
+floor, the same sender recording each call in one SQLAlchemy UPDATE on PostgreSQL and
+logging it (`--finish`), its CPU per call and peak RSS. Bounded: 2,000 calls at 20/s
+take 100 s, each baseline's 400 calls 21 s; the waits have deadlines.
 
     .venv/bin/python -m bench.dispatch [--events 2000] [--bare-calls 400]
 """
@@ -33,8 +35,9 @@ from tests.postgres import Cluster
 LIMIT = 20
 
 
-def bare(stack: Stack, calls: int) -> dict:
-    """The baseline's figures; then the fake forgets its calls and rate windows."""
+def bare(stack: Stack, calls: int, *options: str) -> dict:
+    """A baseline's figures (`options` for bench.bare_sender); then the fake forgets its
+    calls and rate windows."""
     done = subprocess.run(
         [
             runtime.python(),
@@ -43,6 +46,7 @@ def bare(stack: Stack, calls: int) -> dict:
             stack.fake_url + "/api",
             "--calls",
             str(calls),
+            *options,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -62,6 +66,9 @@ def measure(events: int = 2000, bare_calls: int = 400) -> dict:
         fake = ("--rate-limit", str(LIMIT), "--latency-ms", "250", "--jitter-ms", "100")
         with Stack(database_url, work, *fake) as stack:
             baseline = bare(stack, bare_calls) if bare_calls else None
+            floor = (
+                bare(stack, bare_calls, "--finish", cluster.new_database()) if bare_calls else None
+            )
             worker = stack.worker()
             time.sleep(3)
             cpu_before = cpu_seconds(worker.pid)
@@ -87,6 +94,10 @@ def measure(events: int = 2000, bare_calls: int = 400) -> dict:
         "worker_pss_mb": pss,
         "bare_cpu_ms_per_call": baseline and baseline["cpu_ms_per_call"],
         "bare_rate": baseline and baseline["rate"],
+        "floor_cpu_ms_per_call": floor and floor["cpu_ms_per_call"],
+        "floor_rate": floor and floor["rate"],
+        "floor_rss_mb": floor and floor["rss_mb"],
+        "floor_pss_mb": floor and floor["pss_mb"],
     }
 
 
@@ -106,6 +117,11 @@ def main() -> None:
         print(
             f"baseline, a bare requests.Session at {result['bare_rate']:.2f} calls/s: "
             f"{result['bare_cpu_ms_per_call']:.2f} ms/call"
+        )
+        print(
+            f"the stack's floor (+ tenacity, one SQLAlchemy UPDATE, a structlog line) at "
+            f"{result['floor_rate']:.2f} calls/s: {result['floor_cpu_ms_per_call']:.2f} ms/call, "
+            f"peak RSS {result['floor_rss_mb']:.0f} MB"
         )
     print(json.dumps(result))
 

@@ -1,7 +1,8 @@
 """Ingest throughput: the relay under gunicorn against a bare Flask app under the same
 gunicorn settings, all loaded by wrk from another process on 127.0.0.1. Beside them, on
 each database, the reference the targets are set by: bare Flask plus one INSERT and
-commit per request (bench/plain_insert.py).
+commit per request (bench/plain_insert.py); and the chosen stack's floor: the same
+INSERT through SQLAlchemy Core.
 
 The event is a 1.5 KB Stripe `checkout.session.completed`, signed the way Stripe signs
 (`Stripe-Signature: t=...,v1=HMAC-SHA256(secret, "t.body")`), posted to a route whose
@@ -10,9 +11,9 @@ with its delivery plan before answering. Every request carries a new event id (a
 repeated id would be answered as a duplicate without storing anything), so wrk cycles
 through a file of requests signed beforehand, more than a run can send.
 
-All five servers (bare, the one-INSERT app and the relay on each database) stay up
-while rounds load each in turn as fast as 32 connections go, from wrk (accepted
-events/s, p50/p99). Then bare and each relay at half its own rate from an open-loop
+All seven servers (bare; the one-INSERT app, the floor and the relay on each
+database) stay up while rounds load each in turn as fast as 32 connections go, from wrk
+(accepted events/s, p50/p99). Then bare and each relay at half its own rate from an open-loop
 generator (`bench/openloop.py`: a constant rate over 32 connections, each request timed
 from when it was due), for p99 at a rate the server keeps up with; bare's is what the
 machine and gunicorn give an app that does nothing at that share of its capacity.
@@ -241,6 +242,12 @@ def measure(seconds: float = 4.0, rounds: int = ROUNDS) -> dict:
                 "insert-pg": up.enter_context(
                     _plain_insert(cluster.new_database(), "insert-pg", work)
                 ),
+                "floor-sqlite": up.enter_context(
+                    _plain_insert(f"sqlite:///{work}/floor.db", "floor-sqlite", work, "sqlalchemy")
+                ),
+                "floor-pg": up.enter_context(
+                    _plain_insert(cluster.new_database(), "floor-pg", work, "sqlalchemy")
+                ),
                 "sqlite": up.enter_context(_relay(f"sqlite:///{work}/ingest.db", "sqlite", work)),
                 "pg": up.enter_context(_relay(cluster.new_database(), "pg", work)),
             }
@@ -257,6 +264,7 @@ def measure(seconds: float = 4.0, rounds: int = ROUNDS) -> dict:
     return {
         "bare": figures["bare"],
         "plain_insert": {"sqlite": figures["insert-sqlite"], "postgresql": figures["insert-pg"]},
+        "stack_floor": {"sqlite": figures["floor-sqlite"], "postgresql": figures["floor-pg"]},
         "sqlite": figures["sqlite"],
         "postgresql": figures["pg"],
         "rounds": rounds,
@@ -336,13 +344,20 @@ def _gunicorn(app: str, tag: str, work: Path, **env: str) -> Iterator[Served]:
 
 
 def _plain_insert(
-    database_url: str, tag: str, work: Path
+    database_url: str, tag: str, work: Path, through: str = "driver"
 ) -> contextlib.AbstractContextManager[Served]:
     """Issue 5's reference for its targets: bare Flask plus one INSERT and commit per
-    request (bench/plain_insert.py), served the same way."""
+    request (bench/plain_insert.py), served the same way; `through="sqlalchemy"`, the
+    same through SQLAlchemy Core: the chosen stack's floor."""
     database = plain_insert_app.database_for(database_url)
     plain_insert_app.prepare(database)
-    return _gunicorn("bench.plain_insert:app", tag, work, PLAIN_INSERT_DATABASE=database)
+    return _gunicorn(
+        "bench.plain_insert:app",
+        tag,
+        work,
+        PLAIN_INSERT_DATABASE=database,
+        PLAIN_INSERT_THROUGH=through,
+    )
 
 
 def wait_http_post(url: str) -> None:

@@ -58,7 +58,7 @@ def rows(r: dict) -> list[Row]:
     ]
     for kind, name, share in (("sqlite", "SQLite", 0.60), ("postgresql", "PostgreSQL", 0.45)):
         full, half, ratio = ing[kind]["full"], ing[kind]["half"], ing[kind]["ratio"]
-        insert = ing["plain_insert"][kind]
+        insert, floor = ing["plain_insert"][kind], ing["stack_floor"][kind]
         out += [
             Row(
                 "1 ingest",
@@ -67,11 +67,19 @@ def rows(r: dict) -> list[Row]:
                 "",
                 None,
             ),
+            Row(
+                "1 ingest",
+                f"the same INSERT through SQLAlchemy Core, {name} (the stack's floor)",
+                f"{_rate(floor['full'])}; {floor['ratio']:.2f}x bare",
+                "",
+                None,
+            ),
             Row("1 ingest", f"relay on {name}", _rate(full), "", None),
             Row(
                 "1 ingest",
                 f"relay / bare, {name}",
-                f"{ratio:.2f} ({ratio / insert['ratio']:.2f}x the one-INSERT app)",
+                f"{ratio:.2f} ({ratio / insert['ratio']:.2f}x the one-INSERT app, "
+                f"{ratio / floor['ratio']:.2f}x the stack's floor)",
                 f">= {share:.2f}",
                 ratio >= share,
             ),
@@ -98,6 +106,14 @@ def rows(r: dict) -> list[Row]:
             "2 dispatch",
             f"bare requests.Session at {d['bare_rate']:.1f} calls/s (baseline): CPU per call",
             f"{d['bare_cpu_ms_per_call']:.1f} ms",
+            "",
+            None,
+        ),
+        Row(
+            "2 dispatch",
+            f"the stack's floor at {d['floor_rate']:.1f} calls/s (the session + tenacity, "
+            "one SQLAlchemy UPDATE, one structlog line): CPU per call",
+            f"{d['floor_cpu_ms_per_call']:.1f} ms",
             "",
             None,
         ),
@@ -158,11 +174,23 @@ def rows(r: dict) -> list[Row]:
         (d["worker_rss_mb"], d["worker_pss_mb"]), (b["worker_rss_mb"], b["worker_pss_mb"])
     )
     bare = ing["bare"]
+    floor_web, floor_web_pss = max(
+        (ing["stack_floor"][kind]["rss_mb"], ing["stack_floor"][kind]["pss_mb"])
+        for kind in ("sqlite", "postgresql")
+    )
     out += [
         Row(
             "6 memory",
             "bare Flask web (master + 2 workers)",
             _memory(bare["rss_mb"], bare["pss_mb"]),
+            "",
+            None,
+        ),
+        Row(
+            "6 memory",
+            "the stack's floor: its web (master + 2 workers) + its sender",
+            f"{_mb(floor_web)} + {_mb(d['floor_rss_mb'])} = "
+            + _memory(floor_web + d["floor_rss_mb"], floor_web_pss + d["floor_pss_mb"]),
             "",
             None,
         ),
@@ -224,20 +252,24 @@ def chart(r: dict) -> None:
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.2))
     names = [
         "bare\nFlask",
-        "one INSERT\nSQLite",
+        "one\nINSERT\nSQLite",
+        "stack's\nfloor\nSQLite",
         "relay\nSQLite",
-        "one INSERT\nPostgreSQL",
-        "relay\nPostgreSQL",
+        "one\nINSERT\nPG",
+        "stack's\nfloor\nPG",
+        "relay\nPG",
     ]
     # the table's ratios (each the median of the rounds' ratios), so bar and PASS agree
     ratios = [
         1.0,
         ing["plain_insert"]["sqlite"]["ratio"],
+        ing["stack_floor"]["sqlite"]["ratio"],
         ing["sqlite"]["ratio"],
         ing["plain_insert"]["postgresql"]["ratio"],
+        ing["stack_floor"]["postgresql"]["ratio"],
         ing["postgresql"]["ratio"],
     ]
-    colors = ["#999999", "#a9c7ee", "#3b7dd8", "#a6dcbc", "#2a9d5c"]
+    colors = ["#999999", "#a9c7ee", "#7aa7e3", "#3b7dd8", "#a6dcbc", "#6cc393", "#2a9d5c"]
     left.bar(names, ratios, color=colors)
     left.tick_params(axis="x", labelsize=7)
     left.axhline(0.60, color="#3b7dd8", linestyle="--", label="SQLite target 0.60")
@@ -352,7 +384,9 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             "`gunicorn.conf.py`: 2 processes x 8 threads, gthread), the bare baseline the "
             "same way (`gunicorn bench.bare:app`), and so the targets' reference, bare "
             "Flask plus one INSERT and commit per request on each database "
-            "(`gunicorn bench.plain_insert:app`); all five up at once; load from wrk in "
+            "(`gunicorn bench.plain_insert:app`), and the chosen stack's floor, the same "
+            "INSERT through SQLAlchemy Core (`PLAIN_INSERT_THROUGH=sqlalchemy`: a pooled "
+            "connection from `engine.begin()`); all seven up at once; load from wrk in "
             f"another process, 2 s warm-up each, then {ing['rounds']} rounds that run "
             f"`{command}` (max rate) on each server in turn; a ratio to bare is the "
             "median of the rounds' ratios, a server's figures are its median round's. "
@@ -373,7 +407,10 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             "--jitter-ms 100`); the backlog is stored the way ingest stores events, in "
             "transactions of 100, without HTTP. Dispatch's baseline, against the same "
             "fake first: `python -m bench.bare_sender` (a bare requests.Session from 12 "
-            "threads, paced at the limiter's rate).",
+            "threads, paced at the limiter's rate); then the stack's floor, "
+            "`python -m bench.bare_sender --finish DATABASE_URL` (each call through "
+            "tenacity, then one UPDATE of its row through SQLAlchemy Core on PostgreSQL, "
+            "committed, and one structlog JSON line).",
             "- Backlog: draining 10,000 calls at 20/s takes more than 8 minutes, more "
             "than the suite's 10-minute budget, so the drain rate is measured over a "
             f"{r['backlog']['window_seconds']:.0f} s window with the backlog in place "
@@ -383,9 +420,11 @@ def report(r: dict, table_rows: list[Row], started: datetime, seconds: float, **
             "before the backlog is queued.",
             "- Memory: VmHWM (peak resident set) from /proc of gunicorn's master and its "
             "workers, summed, and of the worker process, read at the end of parts 1, 2 "
-            "and 5; the largest of each is shown. PSS in brackets (`/proc/PID/smaps_rollup`, "
-            "read at the same moment, not a peak): RSS counts a page shared by several "
-            "processes in each of them, PSS divides it among them.",
+            "and 5; the largest of each is shown; the stack's floor: its web's (the "
+            "larger of its two databases') and its sender's own at its end. PSS in "
+            "brackets (`/proc/PID/smaps_rollup`, read at the same moment, not a peak): "
+            "RSS counts a page shared by several processes in each of them, PSS divides "
+            "it among them.",
             "",
         ]
     )
