@@ -273,19 +273,18 @@ def measure(seconds: float = 4.0, rounds: int = ROUNDS) -> dict:
 
 def _rounds(servers: dict[str, Served], seconds: float, rounds: int, work: Path) -> dict:
     """Each server's full-speed runs, after a 2 s warm-up; the requests are signed
-    beforehand, so that signing does not run between one server's run and the next."""
+    beforehand, so that signing does not run between one server's run and the next.
+    One file for the warm-ups and one a round serve every server: each stores into a
+    database of its own, where every event id of a file is new once."""
     capacity = int(seconds * 9000)
-    for tag, served in servers.items():
-        wrk(served.url, write_requests(work / f"{tag}-warm.txt", tag + "w", 20000), 2, work)
-    files = {
-        (tag, n): write_requests(work / f"{tag}-{n}.txt", f"{tag}f{n}", capacity)
-        for n in range(rounds)
-        for tag in servers
-    }
+    warm = write_requests(work / "warm.txt", "w", 20000)
+    for served in servers.values():
+        wrk(served.url, warm, 2, work)
+    files = [write_requests(work / f"round-{n}.txt", f"f{n}", capacity) for n in range(rounds)]
     runs: dict[str, list[dict]] = {tag: [] for tag in servers}
     for n in range(rounds):
         for tag, served in servers.items():
-            run = wrk(served.url, files[tag, n], seconds, work)
+            run = wrk(served.url, files[n], seconds, work)
             if run["requests"] > capacity:
                 raise SystemExit(f"{tag}: wrk sent more requests than it had signed ({capacity})")
             runs[tag].append(run)
