@@ -38,7 +38,7 @@ format: $(DEV)
 check: $(RUNTIME)
 	$(BIN)/python -m relay check
 
-# The benchmark suite (issue 5): about 7 minutes; writes bench/RESULTS.md and results.png.
+# The benchmark suite (issue 5): 7 to 9 minutes; writes bench/RESULTS.md and results.png.
 bench: $(DEV)
 	$(BIN)/python -m bench.run
 

@@ -4,7 +4,7 @@ versions, the commands and a chart to bench/RESULTS.md and bench/results.png.
 
     .venv/bin/python -m bench.run [--ingest-seconds 4] [--backlog-window 60]
 
-Bounded: about 7 minutes on 2 cores (the dispatch part alone is 100 s of calls at
+Bounded: 7 to 9 minutes on 2 cores (the dispatch part alone is 100 s of calls at
 20/s, the backlog window 60 s); every part has its own deadlines.
 """
 
