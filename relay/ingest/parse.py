@@ -27,6 +27,8 @@ MAX_FIELDS = 10_000
 MAX_DEPTH = 64
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 _CHARSET_FIELD = re.compile(rb"(?:^|&)charset=([A-Za-z0-9_.:-]{1,40})(?:&|$)")
+_MULTIPART = re.compile(r"^\s*multipart/form-data", re.IGNORECASE)
+_REPLACEMENT = "\ufffd"
 
 
 class BodyError(Exception):
@@ -47,7 +49,9 @@ def parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
             _urlencoded(raw, options.get("charset") or _charset_field(raw) or "utf-8")
         )
     if mimetype == "multipart/form-data":
-        return _raw_request(_multipart(content_type or "", raw))
+        # werkzeug compares the type as written; the boundary keeps its case
+        header = _MULTIPART.sub("multipart/form-data", content_type or "", count=1)
+        return _raw_request(_multipart(header, raw))
     if not mimetype and raw.lstrip()[:1] in (b"{", b"\xef"):
         return _json(raw, charset)
     raise BodyError(
@@ -60,8 +64,10 @@ def parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
 @functools.lru_cache(maxsize=64)
 def _content_type(header: str) -> tuple[str, dict[str, str]]:
     """The header parsed (5 us), once per distinct header: a sender sends the same one
-    with every event. The options are only read."""
-    return parse_options_header(header)
+    with every event. The type in lower case (MIME types are case-insensitive); the
+    options are only read."""
+    mimetype, options = parse_options_header(header)
+    return mimetype.lower(), options
 
 
 def _decode(raw: bytes, charset: str) -> str:
@@ -225,18 +231,34 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
             upload.close()
     if any(name is None for name, _ in pairs):
         raise BodyError("invalid multipart body: a part's Content-Disposition has no name")
+    _check_decoded(pairs, raw)
     form = nest(pairs)
     _check_tree(form)
     return form
+
+
+def _check_decoded(pairs: list[tuple[str, Any]], raw: bytes) -> None:
+    """werkzeug decodes every part as UTF-8 and replaces what is not with U+FFFD: more
+    of those in the fields than the body spells out itself means a part was not UTF-8,
+    and its text would be stored changed. Refused, as a urlencoded body would be."""
+    replaced = sum(
+        name.count(_REPLACEMENT) + (value.count(_REPLACEMENT) if isinstance(value, str) else 0)
+        for name, value in pairs
+    )
+    if replaced > raw.count(_REPLACEMENT.encode()):
+        raise BodyError("multipart part is not valid utf-8: send the form in UTF-8")
 
 
 def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """`[("a[b][0]", "x"), ("t[]", "1"), ("t[]", "2")]` -> `{"a": {"b": ["x"]}, "t": ["1", "2"]}`.
 
     `[]` appends, and so does a key given twice (`interest=a&interest=b`, an HTML
-    checkbox group): no value is lost. Dicts whose keys are exactly 0..n-1 become lists.
+    checkbox group): no value is lost. A field given both as a value and as a group
+    (`email=a&email[x]=b`) is refused: one would overwrite the other. Dicts whose keys
+    are exactly 0..n-1 become lists.
     """
     root: dict[str, Any] = {}
+    groups: set[int] = set()  # the dicts made here; a file's summary is a value
     for key, value in pairs:
         parts = _key_parts(key)
         if len(parts) > MAX_DEPTH:
@@ -244,17 +266,28 @@ def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         node = root
         for part in parts[:-1]:
             part = part or str(len(node))
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
+            if part not in node:
+                node[part] = {}
+                groups.add(id(node[part]))
+            node = node[part]
+            if id(node) not in groups:
+                raise _both(key)
         last = parts[-1] or str(len(node))
-        if last in node and parts[-1] and not isinstance(node[last], dict):
+        if last not in node:
+            node[last] = value
+        elif id(node[last]) in groups:
+            raise _both(key)
+        else:
             previous = node[last]
             node[last] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            node[last] = value
     return {key: _lists(value) for key, value in root.items()}  # the body stays a dict
+
+
+def _both(key: str) -> BodyError:
+    return BodyError(
+        f"form field {key[:80]!r} is given both as a value and as a group of fields "
+        "(name and name[...]); send one or the other"
+    )
 
 
 def _key_parts(key: str) -> list[str]:

@@ -211,3 +211,66 @@ def test_every_charset_python_knows_is_text_or_a_clear_refusal():
             except BodyError as exc:
                 refused.add(exc.status)
     assert refused == {400, 415}
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("Application/JSON", b'{"email": "a@example.com"}'),
+        ("APPLICATION/X-WWW-FORM-URLENCODED", b"email=a%40example.com"),
+        (
+            "Multipart/Form-Data; boundary=XyZ",
+            b'--XyZ\r\nContent-Disposition: form-data; name="email"\r\n\r\n'
+            b"a@example.com\r\n--XyZ--\r\n",
+        ),
+    ],
+)
+def test_a_content_type_in_capitals_is_the_same_type(content_type, body):
+    """MIME types are case-insensitive (RFC 9110, 8.3.1); a 415 is permanent to a sender."""
+    assert parse_body(content_type, body) == {"email": "a@example.com"}
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("email", "a@example.com"), ("email[x]", "zz")],
+        [("email[]", "a@example.com"), ("email", "n@example.com")],
+        [("tags[0]", "a"), ("tags", "b")],
+        [("a[b]", "1"), ("a[b][c]", "2")],
+    ],
+)
+def test_a_field_given_both_as_a_value_and_as_a_group_is_refused(pairs):
+    """One would overwrite the other: a clear 400 instead of a value silently lost."""
+    with pytest.raises(BodyError, match="both as a value and as a group"):
+        nest(pairs)
+
+
+def test_a_multipart_part_that_is_not_utf8_is_refused_not_replaced():
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="first_name"\r\n\r\nJ\xf6rg\r\n--XyZ--\r\n'
+    )
+    with pytest.raises(BodyError, match="not valid utf-8"):
+        parse_body("multipart/form-data; boundary=XyZ", body)
+
+
+def test_a_multipart_part_holding_the_replacement_character_itself_is_kept():
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+        b"a \xef\xbf\xbd b\r\n--XyZ--\r\n"
+    )
+    assert parse_body("multipart/form-data; boundary=XyZ", body) == {"note": "a \ufffd b"}
+
+
+def test_files_sent_under_one_name_are_all_summarised():
+    """`<input type="file" name="docs" multiple>` sends one part per file, all named docs."""
+    part = (
+        '--XyZ\r\nContent-Disposition: form-data; name="docs"; filename="{0}"\r\n'
+        "Content-Type: text/plain\r\n\r\n{0}\r\n"
+    )
+    body = (part.format("a.txt") + part.format("bb.txt") + "--XyZ--\r\n").encode()
+    assert parse_body("multipart/form-data; boundary=XyZ", body) == {
+        "docs": [
+            {"filename": "a.txt", "content_type": "text/plain", "size": 5},
+            {"filename": "bb.txt", "content_type": "text/plain", "size": 6},
+        ]
+    }
