@@ -34,6 +34,13 @@ log = get_logger("relay.ingest")
 # Credentials a sender or a proxy may put in headers; never stored.
 DROPPED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 _CONTENT_TYPE_LENGTH = events.c.content_type.type.length
+# A public route (`verify: none`, a form on a web page) has no event id and no sender
+# that retries: the same body again within this many seconds is a double click, later
+# it is a person submitting the form again (../shared/sources/SOURCES.md: "hash of body
+# over a short window"). The window is a slot of the clock, so a double click that
+# straddles two slots makes two events: create_lead, tags and lists change nothing the
+# second time.
+FORM_DEDUPE_WINDOW = 600
 
 
 @bp.post("/hooks/<route>", provide_automatic_options=False)
@@ -215,7 +222,10 @@ def _content_type() -> str | None:
 
 
 def _dedupe_key(mapping, payload, raw: bytes) -> str:
-    """The sender's own event id where the mapping says where it is, else the body's hash."""
+    """The sender's own event id where the mapping says where it is, else the body's hash:
+    on a public route, the hash within the current slot of FORM_DEDUPE_WINDOW seconds;
+    on a verified one, for as long as the event is kept (a sender that retries sends the
+    same body hours later)."""
     try:
         event_id = mapping.event_id(payload)
     except RenderError:
@@ -224,7 +234,10 @@ def _dedupe_key(mapping, payload, raw: bytes) -> str:
         return "id:" + event_id
     if event_id:  # the column holds 300: a longer id is hashed whole, never cut
         return "id-sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if mapping.verify == "none":
+        return f"{digest}:{int(_clock() // FORM_DEDUPE_WINDOW)}"
+    return digest
 
 
 def _is_browser_form_post() -> bool:

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from relay.config import Config
+from relay.ingest import routes
 from relay.store.tables import deliveries, events
 from relay.web import create_app
 from tests.conftest import ROOT
@@ -131,6 +132,44 @@ def test_without_an_event_id_the_body_hash_dedupes(client, engine):
     client.post("/hooks/optin", data={"email": "a@b.co"})
     client.post("/hooks/optin", data={"email": "c@d.co"})
     assert len(rows(engine, events)) == 2
+
+
+def test_a_public_form_submitted_again_later_is_a_new_event(app, engine):
+    """A double click is a duplicate; the same person submitting the same form again
+    after the window is a new event, not silently dropped for the event's whole life."""
+    clock = [1_800_000_000.0]
+    app.extensions["relay.clock"] = lambda: clock[0]
+    client = app.test_client()
+    first = client.post("/hooks/optin", data={"email": "a@b.co"}).json
+    clock[0] += 1
+    double_click = client.post("/hooks/optin", data={"email": "a@b.co"}).json
+    clock[0] += routes.FORM_DEDUPE_WINDOW
+    again = client.post("/hooks/optin", data={"email": "a@b.co"}).json
+    assert double_click == {**first, "duplicate": True}
+    assert "duplicate" not in again and again["event_id"] != first["event_id"]
+    assert len(rows(engine, events)) == 2
+
+
+def test_a_verified_route_dedupes_the_body_for_as_long_as_the_event_is_kept(
+    tmp_path, engine, monkeypatch
+):
+    """A sender that signs and retries sends the same body again hours later."""
+    mappings = tmp_path / "signed"
+    mappings.mkdir()
+    monkeypatch.setenv("SIGNED_TOKEN", "t")
+    signed = OPTIN.replace(
+        "verify: none", "verify: {scheme: token, secret: '${SIGNED_TOKEN}', query: token}"
+    )
+    (mappings / "signed.yaml").write_text(signed)
+    config = Config(database_url=str(engine.url), mappings_dir=mappings)
+    app = create_app(config, engine)
+    clock = [1_800_000_000.0]
+    app.extensions["relay.clock"] = lambda: clock[0]
+    for _ in range(2):
+        answer = app.test_client().post("/hooks/signed?token=t", data={"email": "a@b.co"})
+        assert answer.status_code == 200
+        clock[0] += 86_400
+    assert len(rows(engine, events)) == 1
 
 
 def test_no_matching_rule_is_stored_as_ignored(client, engine):
