@@ -118,6 +118,11 @@ def _body_broken(exc: NoMoreData | ParseException):
     return jsonify(error=reason), 400, {"Connection": "close"}
 
 
+# Seconds a client is asked to wait after a 503 (the database away).
+STORAGE_RETRY_AFTER = 30
+
+
 def _storage_error(exc: OperationalError):
     log.error("storage_unavailable", error=str(exc.orig))
-    return jsonify(error="storage unavailable; retry later"), 503
+    answer = jsonify(error="storage unavailable; retry later")
+    return answer, 503, {"Retry-After": str(STORAGE_RETRY_AFTER)}

@@ -18,7 +18,7 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from relay.ingest.forms import cors_headers, foreign_origin
 from relay.ingest.limits import form_wait, retry_after, with_retry_after
 from relay.ingest.parse import BodyError, parse_body
-from relay.ingest.verify import Delivery, Ping, Rejected, count_failure, verify
+from relay.ingest.verify import Delivery, Ping, Rejected, Unavailable, count_failure, verify
 from relay.ingest.verify.token import without_field
 from relay.logs import get_logger
 from relay.mapping import RenderError
@@ -41,6 +41,8 @@ _CONTENT_TYPE_LENGTH = events.c.content_type.type.length
 # straddles two slots makes two events: create_lead, tags and lists change nothing the
 # second time.
 FORM_DEDUPE_WINDOW = 600
+# Seconds a sender is asked to wait when its signature cannot be checked now.
+UNAVAILABLE_RETRY_AFTER = 60
 
 
 @bp.post("/hooks/<route>", provide_automatic_options=False)
@@ -74,6 +76,15 @@ def receive(route: str):
             "verification_failed", route=route, scheme=mapping.verify["scheme"], reason=str(exc)
         )
         return jsonify(error="unauthorized"), 401
+    except Unavailable as exc:
+        log.warning(
+            "verification_unavailable",
+            route=route,
+            scheme=mapping.verify["scheme"],
+            reason=str(exc),
+        )
+        answer = jsonify(error="cannot check the signature now; retry later")
+        return answer, 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
     try:
         body = parse_body(request.content_type, raw)
     except BodyError as exc:

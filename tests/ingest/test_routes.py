@@ -4,6 +4,7 @@ import json
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from relay.config import Config
 from relay.ingest import routes
@@ -284,3 +285,14 @@ def test_readyz_fails_before_migrations(tmp_path):
     answer = client.get("/readyz")
     assert answer.status_code == 503
     assert json.loads(answer.data)["checks"]["database"] is False
+
+
+def test_storage_away_is_503_with_retry_after(client, engine, monkeypatch):
+    def away(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(routes, "store_event", away)
+    answer = client.post("/hooks/optin", data={"email": "a@b.co"})
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
+    assert answer.json == {"error": "storage unavailable; retry later"}
+    assert rows(engine, events) == []

@@ -10,6 +10,8 @@ from structlog.testing import capture_logs
 
 from relay.config import Config
 from relay.ingest import verify
+from relay.ingest.verify import Unavailable
+from relay.ingest.verify.paypal import Certificates
 from relay.store.tables import events
 from relay.web import create_app
 from tests.conftest import FIXTURES
@@ -168,6 +170,19 @@ def test_paypal_with_an_injected_certificate(client, engine):
     elsewhere = {**headers, "PAYPAL-CERT-URL": "https://evil.example/cert.pem"}
     assert client.post("/hooks/paypal", data=body, headers=elsewhere).status_code == 401
     assert len(stored(engine)) == 1
+
+
+def test_paypal_certificate_out_of_reach_is_503_with_retry_after(app, engine):
+    def unreachable(url):
+        raise Unavailable("certificate download failed: ConnectTimeout")
+
+    app.extensions["relay.paypal_certificates"] = Certificates(fetch=unreachable)
+    before = verify.failures().get("paypal", 0)
+    body, headers = fixture("paypal", "CHECKOUT.ORDER.COMPLETED")
+    answer = app.test_client().post("/hooks/paypal", data=body, headers=headers)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "60"
+    assert answer.json == {"error": "cannot check the signature now; retry later"}
+    assert stored(engine) == [] and verify.failures().get("paypal", 0) == before
 
 
 def test_head_on_a_known_route_is_200_for_thrivecart(client):

@@ -18,9 +18,18 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.ingest.verify import calendly, hmac_body, paddle, paypal, standard, stripe, token
-from relay.ingest.verify.base import Delivery, Ping, Rejected
+from relay.ingest.verify.base import Delivery, Ping, Rejected, Unavailable
 
-__all__ = ["Delivery", "Ping", "Rejected", "SCHEMES", "count_failure", "failures", "verify"]
+__all__ = [
+    "Delivery",
+    "Ping",
+    "Rejected",
+    "SCHEMES",
+    "Unavailable",
+    "count_failure",
+    "failures",
+    "verify",
+]
 
 SCHEMES: dict[str, Callable[[Delivery, dict[str, Any]], None]] = {
     "stripe": stripe.verify_stripe,
@@ -43,7 +52,8 @@ _lock = threading.Lock()
 
 
 def verify(spec: str | dict[str, Any], delivery: Delivery) -> None:
-    """Return if `delivery` passes the route's `verify:`; raise `Rejected` (or `Ping`) if not."""
+    """Return if `delivery` passes the route's `verify:`; raise `Rejected` (or `Ping`) if not,
+    `Unavailable` if it cannot be checked now."""
     if spec == "none":
         return
     SCHEMES[spec["scheme"]](delivery, spec)

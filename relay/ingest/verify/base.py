@@ -12,6 +12,11 @@ class Rejected(Exception):
     """The delivery is not authentic. The message is for the log only; it never names a secret."""
 
 
+class Unavailable(Exception):
+    """The delivery cannot be checked now (PayPal's certificate could not be downloaded):
+    answer 503, and the sender tries again later. The message is for the log only."""
+
+
 class Ping(Exception):
     """An unsigned set-up probe (WooCommerce's `webhook_id=N`): answer 200, store nothing."""
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from relay.ingest.verify.base import Delivery, Rejected
+from relay.ingest.verify.base import Delivery, Rejected, Unavailable
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -47,16 +47,22 @@ def is_paypal_url(url: str) -> bool:
 
 
 def fetch_certificate(url: str) -> x509.Certificate:
-    """Download and check PayPal's certificate; raise Rejected if it does not hold up."""
+    """Download and check PayPal's certificate; raise Rejected if it does not hold up, and
+    Unavailable if it could not be had now (the network, a timeout, PayPal answering 5xx
+    or 429): the event is genuine as far as anyone knows, and PayPal sends it again."""
     import requests
+    import urllib3
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
 
     try:
         answer = requests.get(url, timeout=FETCH_TIMEOUT, allow_redirects=False, stream=True)
         pem = answer.raw.read(MAX_CERT_BYTES + 1, decode_content=True)
-    except requests.RequestException as exc:
-        raise Rejected(f"certificate download failed: {type(exc).__name__}") from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # reading the streamed body raises urllib3's own errors, not requests'
+        raise Unavailable(f"certificate download failed: {type(exc).__name__}") from None
+    if answer.status_code == 429 or answer.status_code >= 500:
+        raise Unavailable(f"certificate download answered {answer.status_code}")
     if answer.status_code != 200 or len(pem) > MAX_CERT_BYTES:
         raise Rejected(f"certificate download answered {answer.status_code}")
     try:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from relay.ingest import verify as verifying
-from relay.ingest.verify import Delivery, Rejected, paypal, verify
+from relay.ingest.verify import Delivery, Rejected, Unavailable, paypal, verify
 from tests.ingest.verify.conftest import SOURCES, TEST_CERT
 
 BODY = b'{"id": "evt_1"}'
@@ -118,6 +118,45 @@ def test_a_downloaded_certificate_must_belong_to_paypal(monkeypatch):
         paypal.fetch_certificate("https://api.paypal.com/c/1")
     monkeypatch.setattr("requests.get", lambda url, **kw: _Answer(b"not a cert"))
     with pytest.raises(Rejected, match="not PEM"):
+        paypal.fetch_certificate("https://api.paypal.com/c/1")
+
+
+class _Broken(_Raw):
+    def read(self, size: int, decode_content: bool = True) -> bytes:
+        import urllib3
+
+        raise urllib3.exceptions.ProtocolError("connection broken")
+
+
+def _answering(status: int, raw: _Raw):
+    answer = _Answer(b"")
+    answer.status_code, answer.raw = status, raw
+    return lambda url, **kw: answer
+
+
+def _refused(url, **kw):
+    import requests
+
+    raise requests.ConnectionError("no route to host")
+
+
+@pytest.mark.parametrize(
+    "get, outcome, words",
+    [
+        (_refused, Unavailable, "download failed: ConnectionError"),
+        (_answering(200, _Broken(b"")), Unavailable, "download failed: ProtocolError"),
+        (_answering(503, _Raw(b"busy")), Unavailable, "answered 503"),
+        (_answering(429, _Raw(b"slow down")), Unavailable, "answered 429"),
+        (_answering(404, _Raw(b"no such certificate")), Rejected, "answered 404"),
+    ],
+)
+def test_a_certificate_that_cannot_be_had_now_is_unavailable_not_rejected(
+    monkeypatch, get, outcome, words
+):
+    """The network or PayPal failing says nothing about the event: PayPal must send it
+    again (503), not be told it is forged (401), and never get a 500."""
+    monkeypatch.setattr("requests.get", get)
+    with pytest.raises(outcome, match=words):
         paypal.fetch_certificate("https://api.paypal.com/c/1")
 
 
