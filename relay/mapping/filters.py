@@ -55,10 +55,15 @@ def last_name(value: Any) -> str:
 
 
 def phone(value: Any) -> str:
-    """Digits only, keeping a leading "+": "+1 (555) 555-0110" -> "+15555550110"."""
-    text = _text(value, "phone").strip()
+    """Digits only, keeping a leading "+": "+1 (555) 555-0110" -> "+15555550110". An
+    extension ("ext 12", "x12", "#12") is left out: Kartra's phone field holds a number,
+    and its digits would make another one."""
+    text = _EXTENSION.split(_text(value, "phone").strip(), maxsplit=1)[0].strip()
     digits = "".join(c for c in text if c in "0123456789")
     return ("+" if text.startswith("+") and digits else "") + digits
+
+
+_EXTENSION = re.compile(r"(?<![a-z])(?:ext(?:ension)?\.?|x|#)\s*\d", re.IGNORECASE)
 
 
 def cents(value: Any) -> str:
