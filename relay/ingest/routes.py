@@ -26,6 +26,7 @@ from relay.mapping.filters import IDENTITIES
 from relay.mapping.model import Identity
 from relay.store import NewEvent, store_event
 from relay.store.identities import find
+from relay.store.search import mask_credentials
 from relay.store.tables import events
 
 bp = Blueprint("ingest", __name__)
@@ -93,6 +94,8 @@ def receive(route: str):
     kept_headers = {k: v for k, v in received_headers.items() if k not in DROPPED_HEADERS}
     query = {k: v[0] if len(v) == 1 else v for k, v in request.args.lists()}  # as forms are
     headers, query = _without_token(mapping.verify, kept_headers, query, body)
+    # verified already: a credential or signature is not stored, nor shown to templates
+    headers, query = mask_credentials(headers), mask_credentials(query)
     payload = {"body": body, "headers": headers, "query": query, "route": route}
     rendered = mapping.render({**payload, IDENTITIES: functools.partial(find, relay.engine, route)})
     stored = store_event(

@@ -18,8 +18,9 @@ from sqlalchemy import Engine, Text, cast, func, or_, select
 from relay.store.db import snapshot
 from relay.store.tables import attempts, deliveries, events
 
-# Header names that may carry a credential or a signature: shown as `***`.
-SECRET_HEADER_WORDS = ("auth", "cookie", "secret", "signature", "token", "key", "password")
+# Header and query parameter names that may carry a credential or a signature: stored
+# and shown as `***`.
+SECRET_WORDS = ("auth", "cookie", "secret", "sig", "hmac", "token", "key", "password")
 REDACTED = "***"
 
 
@@ -237,8 +238,8 @@ def get_event(engine: Engine, event_id: str) -> EventView | None:
         rule=row.rule,
         reason=row.reason,
         content_type=row.content_type,
-        headers=mask_headers(row.headers or {}),
-        query=row.query or {},
+        headers=mask_credentials(row.headers or {}),
+        query=mask_credentials(row.query or {}),  # events stored before ingest masked them
         payload=row.payload,
         deliveries=[
             DeliveryView(
@@ -261,10 +262,11 @@ def get_event(engine: Engine, event_id: str) -> EventView | None:
     )
 
 
-def mask_headers(headers: dict[str, str]) -> dict[str, str]:
+def mask_credentials(fields: dict[str, Any]) -> dict[str, Any]:
+    """Headers or query parameters with the value of every name in SECRET_WORDS masked."""
     return {
-        name: REDACTED if any(word in name.lower() for word in SECRET_HEADER_WORDS) else value
-        for name, value in headers.items()
+        name: REDACTED if any(word in name.lower() for word in SECRET_WORDS) else value
+        for name, value in fields.items()
     }
 
 

@@ -296,3 +296,28 @@ def test_storage_away_is_503_with_retry_after(client, engine, monkeypatch):
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
     assert answer.json == {"error": "storage unavailable; retry later"}
     assert rows(engine, events) == []
+
+
+def test_credentials_in_headers_and_query_are_masked_before_they_are_stored(client, engine):
+    """Only the route's own token is known to the relay; a sender's other credentials
+    must not sit in the database in clear either (docs/security.md)."""
+    client.post(
+        "/hooks/optin?api_key=QKEY&token=QTOK&password=QPASS&list=news",
+        data={"email": "a@b.co"},
+        headers={
+            "X-Auth-Token": "T1",
+            "X-Webhook-Secret": "S1",
+            "X-Shopify-Hmac-Sha256": "H1",
+            "X-Source": "site",
+        },
+    )
+    [event] = rows(engine, events)
+    assert event["query"] == {
+        "api_key": "***",
+        "token": "***",
+        "password": "***",
+        "list": "news",
+    }
+    headers = event["headers"]
+    assert headers["x-auth-token"] == headers["x-webhook-secret"] == "***"
+    assert headers["x-shopify-hmac-sha256"] == "***" and headers["x-source"] == "site"
