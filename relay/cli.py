@@ -558,14 +558,14 @@ def purge(older_than, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 def redact(event_ids, email, as_json: bool) -> None:
     """Erase the personal data of events (GDPR): payload, headers, plans, Kartra calls."""
-    from relay.store.maintenance import StoreConflict
+    from relay.store.maintenance import StoreConflict, UnknownEvents
     from relay.store.maintenance import redact as redact_events
 
     if bool(event_ids) == bool(email):
-        raise click.UsageError("give event ids or --email, not both")
+        raise click.UsageError("give event ids or --email: one of the two")
     try:
         done = redact_events(_engine(_config()), event_ids=list(event_ids) or None, email=email)
-    except StoreConflict as exc:
+    except (StoreConflict, UnknownEvents) as exc:
         _fail(exc)
     if as_json:
         _echo_json({"redacted": done})

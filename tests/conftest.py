@@ -69,6 +69,8 @@ def pytest_generate_tests(metafunc):
         kinds = DATABASES if chosen == "both" else (chosen,)
         if metafunc.definition.get_closest_marker("postgresql_only"):
             kinds = ("postgresql",)
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            kinds = ("sqlite",)
         metafunc.parametrize("database_kind", kinds, scope="session")
 
 

@@ -323,16 +323,18 @@ class RedactResultSchema(Schema):
     "Erase the personal data of events, by id or by the lead's email (GDPR)",
     body=RedactRequestSchema,
     response=RedactResultSchema,
-    errors=(400, 409),
+    errors=(400, 404, 409),
 )
 def redact():
     args = _body(RedactRequestSchema)
     if bool(args.get("event_ids")) == bool(args.get("email")):
-        raise ValidationError({"email": ["give event_ids or an email, not both"]})
+        raise ValidationError({"email": ["give event_ids or an email: one of the two"]})
     try:
         done = maintenance.redact(
             _relay().engine, event_ids=args.get("event_ids"), email=args.get("email")
         )
+    except maintenance.UnknownEvents as exc:
+        return jsonify(error=str(exc)), 404
     except maintenance.StoreConflict as exc:
         return jsonify(error=str(exc)), 409
     return {"redacted": done}

@@ -276,12 +276,12 @@ def redact_event(event_id: str):
         flash("Tick the box to confirm: redacting cannot be undone.", "error")
         return redirect(url_for("dashboard.event", event_id=event_id))
     try:
-        done = maintenance.redact(_relay().engine, event_ids=[event_id])
+        maintenance.redact(_relay().engine, event_ids=[event_id])
+    except maintenance.UnknownEvents:
+        abort(404, f"no event {event_id}")
     except maintenance.StoreConflict as exc:
         flash(str(exc), "error")
     else:
-        if not done:
-            abort(404, f"no event {event_id}")
         flash("Redacted: the payload, headers, plans and Kartra calls are erased.", "ok")
     return redirect(url_for("dashboard.event", event_id=event_id))
 

@@ -101,8 +101,21 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # pages a change frees are zeroed, so erased data (redact, purge) does not linger in
+    # the file; some SQLite builds default to it, the relay does not count on that
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
     _set_busy_timeout(dbapi_connection, BUSY_TIMEOUT)
+
+
+def empty_write_ahead_log(engine: Engine) -> None:
+    """On SQLite, copy the write-ahead log into the database and empty it: the log keeps
+    the pages as they were before a change, erased data included, until then. Waits for
+    readers (the busy timeout); a no-op on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

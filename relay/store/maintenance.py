@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
+from relay.store.db import empty_write_ahead_log
 from relay.store.events import awaiting_columns, new_delivery
 from relay.store.search import mentions_email
 from relay.store.tables import attempts, deliveries, events, identities, leads, utcnow
@@ -27,6 +28,10 @@ PURGE_BATCH = 500
 
 class StoreConflict(Exception):
     """The change cannot be made in the event's present state; the message says why."""
+
+
+class UnknownEvents(LookupError):
+    """Some of the events named do not exist; nothing was changed."""
 
 
 class EventChanged(StoreConflict):
@@ -196,7 +201,12 @@ def redact(
     By email, the remembered Kartra lead id and customer ids for that email go too.
 
     Refused (StoreConflict) while one of them still has a delivery waiting, since its
-    plan is still needed; retry or replay it first, or wait until it is dead.
+    plan is still needed; retry or replay it first, or wait until it is dead. Refused
+    (UnknownEvents) when an id names no event: a mistyped id must not look erased.
+
+    On SQLite the old pages are overwritten too: `secure_delete` zeroes what a change
+    frees, and the write-ahead log, which still holds the pages as they were, is
+    checkpointed and emptied afterwards.
     """
     if not event_ids and not email:
         raise ValueError("redact needs event ids or an email")
@@ -204,6 +214,9 @@ def redact(
     with engine.begin() as conn:
         where = [events.c.id.in_(event_ids)] if event_ids else [mentions_email(email)]
         ids = list(conn.execute(select(events.c.id).where(or_(*where))).scalars())
+        unknown = sorted(set(event_ids or ()) - set(ids))
+        if unknown:
+            raise UnknownEvents(f"no such event: {', '.join(unknown)}")
         waiting = conn.execute(
             select(deliveries.c.event_id)
             .where(deliveries.c.event_id.in_(ids), deliveries.c.status == "pending")
@@ -219,39 +232,44 @@ def redact(
             address = email.strip().lower()
             conn.execute(delete(leads).where(leads.c.email == address))
             conn.execute(delete(identities).where(identities.c.email == address))
-        if not ids:
-            return []
-        conn.execute(
-            update(events)
-            .where(events.c.id.in_(ids))
-            .values(
-                body=b"",
-                payload=None,
-                headers={},
-                query={},
-                reason=REDACTED_REASON,
-                **awaiting_columns(None),
-            )
-        )
-        delivery_rows = conn.execute(
-            select(deliveries.c.id, deliveries.c.account, deliveries.c.rule).where(
-                deliveries.c.event_id.in_(ids)
-            )
-        ).all()
-        for d in delivery_rows:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == d.id)
-                .values(
-                    plan={"account": d.account, "rule": d.rule, "redacted": True},
-                    lead_key=None,
-                    last_error=None,
-                    updated_at=now,
-                )
-            )
-        conn.execute(
-            update(attempts)
-            .where(attempts.c.delivery_id.in_([d.id for d in delivery_rows]))
-            .values(request={"redacted": True}, response=None, error=None)
-        )
+        if ids:
+            _erase(conn, ids, now)
+    empty_write_ahead_log(engine)
     return sorted(ids)
+
+
+def _erase(conn, ids: list[str], now) -> None:
+    """Personal data out of the events `ids`, their deliveries' plans and their calls."""
+    conn.execute(
+        update(events)
+        .where(events.c.id.in_(ids))
+        .values(
+            body=b"",
+            payload=None,
+            headers={},
+            query={},
+            reason=REDACTED_REASON,
+            **awaiting_columns(None),
+        )
+    )
+    delivery_rows = conn.execute(
+        select(deliveries.c.id, deliveries.c.account, deliveries.c.rule).where(
+            deliveries.c.event_id.in_(ids)
+        )
+    ).all()
+    for d in delivery_rows:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == d.id)
+            .values(
+                plan={"account": d.account, "rule": d.rule, "redacted": True},
+                lead_key=None,
+                last_error=None,
+                updated_at=now,
+            )
+        )
+    conn.execute(
+        update(attempts)
+        .where(attempts.c.delivery_id.in_([d.id for d in delivery_rows]))
+        .values(request={"redacted": True}, response=None, error=None)
+    )

@@ -126,6 +126,8 @@ def test_redact(api, client, app):
     assert api.post("/redact", {"email": "jane@example.com"}).get_json() == {"redacted": [event_id]}
     assert api.get(f"/events/{event_id}").get_json()["payload"] is None
     assert api.post("/redact", {}).status_code == 400
+    unknown = api.post("/redact", {"event_ids": ["ev_nope", event_id]})
+    assert unknown.status_code == 404 and unknown.get_json() == {"error": "no such event: ev_nope"}
 
 
 def test_openapi_document_is_valid_and_describes_every_endpoint(client, app):

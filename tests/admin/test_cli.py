@@ -130,7 +130,8 @@ def test_purge_and_redact(cli, client, app, engine):
     )
     assert get_event(engine, recent).payload is None
     assert json.loads(cli("redact", recent, "--json").output) == {"redacted": [recent]}
-    assert "not both" in cli("redact", code=2).output
+    assert "one of the two" in cli("redact", code=2).output
+    assert "no such event: ev_nope" in cli("redact", "ev_nope", recent, code=1).output
     assert "expected a number" in cli("purge", "--older-than", "soon", code=2).output
 
 

@@ -4,6 +4,7 @@ through the ingest endpoint and delivered to the fake Kartra."""
 import functools
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -14,6 +15,7 @@ from relay.store.identities import all_identities, remember
 from relay.store.maintenance import (
     REPLAYED,
     StoreConflict,
+    UnknownEvents,
     purge_older_than,
     redact,
     retry_dead,
@@ -256,6 +258,28 @@ def test_redact_by_email_forgets_the_email_even_without_events(engine):
     remember(engine, "shop", "default", "cus_2", "bob@example.com")
     assert redact(engine, email="jane@example.com") == []
     assert [i.customer_id for i in all_identities(engine)] == ["cus_2"]
+
+
+def test_redact_of_an_unknown_id_changes_nothing_and_says_so(client, app, engine):
+    """A mistyped id in an erasure request must not look done."""
+    event_id = post(client)
+    deliver(app)
+    with pytest.raises(UnknownEvents, match="no such event: ev_nope"):
+        redact(engine, event_ids=[event_id, "ev_nope"])
+    assert get_event(engine, event_id).payload["email"] == "jane@example.com"
+
+
+@pytest.mark.sqlite_only
+def test_redacted_data_is_gone_from_the_sqlite_files_not_only_the_rows(client, app, engine):
+    """The write-ahead log keeps pages as they were until a checkpoint, and a freed page
+    keeps its bytes unless zeroed: the erased text must be in neither file."""
+    marker = "zq9marker"
+    post(client, email=f"{marker}@example.com", name=marker)
+    deliver(app)
+    redact(engine, email=f"{marker}@example.com")
+    path = Path(engine.url.database)
+    files = [path, path.with_name(path.name + "-wal")]
+    assert not any(marker.encode() in f.read_bytes() for f in files if f.exists())
 
 
 def test_redact_refuses_while_a_delivery_waits(client, engine):
