@@ -319,10 +319,15 @@ def pause(name: str, reason: str) -> None:
 @click.argument("name")
 def resume(name: str) -> None:
     """Resume a paused account: its waiting deliveries go out again."""
+    from relay.admin.operations import known_account
     from relay.store.queue import resume_account
 
-    if resume_account(_engine(_config()), name):
+    config = _config()
+    engine = _engine(config)
+    if resume_account(engine, name):
         click.echo(f"{name}: resumed")
+    elif not known_account(engine, config, name):
+        _fail(ValueError(f"unknown account {name!r}: not configured, and no deliveries"))
     else:
         click.echo(f"{name}: was not paused")
 

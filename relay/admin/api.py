@@ -283,10 +283,13 @@ def pause_account(name: str):
     "/accounts/<name>/resume",
     "Resume a paused account",
     response=AccountStateSchema,
+    errors=(404,),
 )
 def resume_account(name: str):
     relay = _relay()
-    queue.resume_account(relay.engine, name)
+    resumed = queue.resume_account(relay.engine, name)
+    if not resumed and not known_account(relay.engine, relay.config, name, relay.mappings):
+        return _not_found(f"account {name!r}")
     relay.wake.set()
     return {"name": name, "paused": False}
 

@@ -116,6 +116,9 @@ def test_pause_and_resume_an_account(api, client, app):
     assert deliver(app) == 0
     api.post("/accounts/default/resume")
     assert deliver(app) == 1
+    unknown = api.post("/accounts/nosuch/resume")
+    assert unknown.status_code == 404
+    assert api.post("/accounts/default/resume").get_json() == {"name": "default", "paused": False}
     assert api.get("/accounts").get_json()["accounts"][0]["calls_today"] == 1
 
 

@@ -110,6 +110,8 @@ def test_accounts_pause_and_resume(cli, client, app):
     ]
     assert "resumed" in cli("accounts", "resume", "default").output
     assert deliver(app) == 1
+    assert "was not paused" in cli("accounts", "resume", "default").output
+    assert "unknown account 'nosuch'" in cli("accounts", "resume", "nosuch", code=1).output
     assert "1 Kartra calls today" in cli("accounts").output
 
 
