@@ -64,6 +64,12 @@ def receive(route: str):
             message = f"too many posts from your address; try again in {retry_after(wait)} s"
             return with_retry_after(_refuse(mapping, message, 429), wait)
     raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        # a signature is over the bytes as sent: the relay reads them as they are
+        message = f"Content-Encoding {encoding[:40]!r} is not supported: send the body as it is"
+        log.info("event_refused", route=route, status=415, reason=message)
+        return _refuse(mapping, message, 415)
     received_headers = {name.lower(): value for name, value in request.headers.items()}
     try:
         verify(mapping.verify, _delivery(raw, received_headers))

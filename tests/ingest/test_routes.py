@@ -1,5 +1,6 @@
 """`POST /hooks/<route>` through the Flask test client, on a real SQLite database."""
 
+import gzip
 import json
 
 import pytest
@@ -321,3 +322,20 @@ def test_credentials_in_headers_and_query_are_masked_before_they_are_stored(clie
     headers = event["headers"]
     assert headers["x-auth-token"] == headers["x-webhook-secret"] == "***"
     assert headers["x-shopify-hmac-sha256"] == "***" and headers["x-source"] == "site"
+
+
+def test_a_compressed_body_is_refused_by_name_not_as_bad_text(client, engine):
+    answer = client.post(
+        "/hooks/optin",
+        data=gzip.compress(b"email=a%40b.co"),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 415
+    assert answer.json == {
+        "error": "Content-Encoding 'gzip' is not supported: send the body as it is"
+    }
+    assert rows(engine, events) == []
+    identity = client.post(
+        "/hooks/optin", data={"email": "a@b.co"}, headers={"Content-Encoding": "identity"}
+    )
+    assert identity.json["status"] == "queued"
