@@ -132,6 +132,12 @@ def _database_url(url: str) -> str:
 
 def _kartra_url(url: str) -> str:
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # never echoed: what is before the @ may be a password
+        raise ConfigError(
+            "KARTRA_API_URL: must not carry a user or password before '@' (Kartra takes "
+            "the App ID, key and password in the body, from their own settings)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"KARTRA_API_URL: expected an https:// URL, got {url!r}")
     if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:

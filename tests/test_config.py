@@ -204,3 +204,13 @@ def test_the_cli_reads_the_env_file_of_its_working_directory(tmp_path):
     (tmp_path / ".env").write_text("STRIPE_WEBHOOK_SECRET='whsec_from#the$file'\n")
     done = check()
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["https://user:s3cr3t-pw@app.kartra.com/api", "ftp://user:s3cr3t-pw@x/api"]
+)
+def test_a_kartra_url_with_a_password_is_refused_without_echoing_it(url):
+    """It would be logged at start-up (relay_configured) and echoed by the error."""
+    with pytest.raises(ConfigError, match="^KARTRA_API_URL: must not carry") as refused:
+        Config.from_env({"KARTRA_API_URL": url})
+    assert "s3cr3t" not in str(refused.value)
