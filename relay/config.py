@@ -29,7 +29,9 @@ def load_env_file(environ: MutableMapping[str, str] = os.environ) -> Path | None
 
     python-dotenv reads it: quotes are removed, `#` after a space starts a comment, and
     values are otherwise literal (`${NAME}` is not expanded), so a password with `$` or
-    `#` arrives whole. An empty ENV_FILE reads no file; one named but missing is an error.
+    `#` arrives whole. An empty ENV_FILE reads no file; one named but missing is an error,
+    and so is a line python-dotenv cannot read (an unclosed quote would take the lines
+    after it along, silently): the error names the line, never its text.
     """
     name = environ.get("ENV_FILE", ".env")
     if not name:
@@ -40,7 +42,15 @@ def load_env_file(environ: MutableMapping[str, str] = os.environ) -> Path | None
             raise ConfigError(f"ENV_FILE: {name} is not a file")
         return None
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
+    with path.open(encoding="utf-8") as stream:
+        broken = next((b.original.line for b in parse_stream(stream) if b.error), None)
+    if broken is not None:
+        raise ConfigError(
+            f"{name}: line {broken} cannot be read (an unclosed quote?); it and the lines "
+            "it runs into would be lost"
+        )
     for key, value in dotenv_values(path, interpolate=False).items():
         if value is not None:
             environ.setdefault(key, value)

@@ -214,3 +214,14 @@ def test_a_kartra_url_with_a_password_is_refused_without_echoing_it(url):
     with pytest.raises(ConfigError, match="^KARTRA_API_URL: must not carry") as refused:
         Config.from_env({"KARTRA_API_URL": url})
     assert "s3cr3t" not in str(refused.value)
+
+
+def test_an_unreadable_env_file_line_stops_start_up_naming_the_line_not_its_text(tmp_path):
+    """An unclosed quote made python-dotenv drop that setting and the lines after it,
+    with a warning naming no setting; the relay then started without them."""
+    env_file = tmp_path / ".env"
+    env_file.write_text('A=1\nKARTRA_API_PASSWORD="s3cr3t\nADMIN_TOKEN=0123456789abcdef0123\n')
+    environ = {"ENV_FILE": str(env_file)}
+    with pytest.raises(ConfigError, match="line 2 cannot be read") as refused:
+        load_env_file(environ)
+    assert "s3cr3t" not in str(refused.value) and environ == {"ENV_FILE": str(env_file)}
