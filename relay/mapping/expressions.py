@@ -16,6 +16,7 @@ almost anything (UndefinedError, SecurityError, TypeError, ZeroDivisionError...)
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,12 +265,22 @@ def _syntax_message(kind: str, exc: TemplateSyntaxError) -> str:
     return f"{kind} syntax error: {exc.message} (line {exc.lineno})"
 
 
+_NO_KEY = re.compile(r"^'dict object' has no attribute (.+)$")
+
+
+def _plain_words(message: str) -> str:
+    """Jinja's words for a missing field, in the event's: "'dict object' has no attribute
+    'email'" -> "no field 'email' in the event"."""
+    missing = _NO_KEY.match(message)
+    return f"no field {missing.group(1)} in the event" if missing else message
+
+
 def _guarded(evaluate: Callable[[dict[str, Any]], Any], context: dict[str, Any]) -> Any:
     try:
         return evaluate(context)
     except RenderError:
         raise
     except TemplateError as exc:
-        raise RenderError(exc.message or type(exc).__name__) from exc
+        raise RenderError(_plain_words(exc.message or type(exc).__name__)) from exc
     except Exception as exc:
         raise RenderError(f"{type(exc).__name__}: {exc}") from exc

@@ -51,7 +51,7 @@ def test_demo_renders_a_json_post_with_only_an_email(demo, event):
     [
         (
             {"first_name": "Mia"},
-            "rule 'signup': lead.email: 'dict object' has no attribute 'email'",
+            "rule 'signup': lead.email: no field 'email' in the event",
         ),
         ({"email": "   "}, "rule 'signup' rendered no lead email or id"),
         ({"email": None}, "rule 'signup' rendered no lead email or id"),
@@ -122,8 +122,7 @@ def test_lead_less_command_and_missing_field_rejection(rich, event):
     rendered = rich.render(event(body, query={"test": "1"}))
     assert rendered.status == "rejected"
     assert rendered.reason == (
-        "rule 'refund': actions[0].transaction_id: 'dict object' has no attribute "
-        "'kartra_transaction_id'"
+        "rule 'refund': actions[0].transaction_id: no field 'kartra_transaction_id' in the event"
     )
     body["data"]["object"]["metadata"]["kartra_transaction_id"] = 7731
     (plan,) = rich.render(event(body, query={"test": "1"})).plans
@@ -217,7 +216,7 @@ def test_upsert_with_every_action_dropped_still_updates_the_lead(load, event):
 @pytest.mark.parametrize(
     ("when", "body", "reason"),
     [
-        ("body.vip", {}, "rule 'r': when: 'dict object' has no attribute 'vip'"),
+        ("body.vip", {}, "rule 'r': when: no field 'vip' in the event"),
         ("1 / body.n", {"n": 0}, "rule 'r': when: ZeroDivisionError: division by zero"),
         (
             "body.n + 'x'",
@@ -405,7 +404,7 @@ def test_event_id(rich, demo, load, event):
     assert demo.event_id(event({"email": "a@b.c"})) is None
     assert rich.event_id(event({"id": ""})) is None
     assert rich.event_id(event({"id": 42})) == "42"
-    with pytest.raises(RenderError, match="has no attribute 'id'"):
+    with pytest.raises(RenderError, match="no field 'id' in the event"):
         rich.event_id(event({}))
     with pytest.raises(RenderError, match="rendered a list"):
         rich.event_id(event({"id": [1]}))
