@@ -635,13 +635,22 @@ def identities(ctx: click.Context, as_json: bool) -> None:
 def set_identity(route: str, customer_id: str, email: str, account: str) -> None:
     """Say which lead a customer id stands for: the dispatcher process replays the events
     waiting for it within seconds."""
+    from relay.admin.operations import known_account
     from relay.mapping.filters import email as normal_email
+    from relay.mapping.model import is_email
     from relay.store.identities import fits, remember
 
     address, customer_id = normal_email(email), customer_id.strip()
-    if "@" not in address or not fits(customer_id, address):
-        raise click.UsageError(
-            "give a customer id (at most 200 characters) and an email address (at most 320)"
-        )
-    remember(_engine(_config()), route, account, customer_id, address)
+    if not is_email(address):
+        raise click.UsageError(f"{address!r} is not an email address")
+    if not customer_id or not fits(customer_id, address):
+        raise click.UsageError("give a customer id of 1 to 200 characters")
+    config = _config()
+    engine = _engine(config)
+    mappings = _mappings(config)
+    if route not in mappings:
+        _fail(ValueError(f"no route {route!r} in {config.mappings_dir}"))
+    if not known_account(engine, config, account, mappings):
+        _fail(ValueError(f"unknown account {account!r}: not configured, and no deliveries"))
+    remember(engine, route, account, customer_id, address)
     click.echo(f"{route} {account} {customer_id}: {address}")

@@ -29,6 +29,7 @@ from relay.admin.operations import (
     replay_many,
 )
 from relay.mapping.filters import email as normal_email
+from relay.mapping.model import is_email
 from relay.store import identities, maintenance, queue, search
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -363,7 +364,7 @@ def list_identities():
     "Say which lead a customer id stands for; the events waiting for it go out within seconds",
     body=schemas.IdentitySchema,
     response=schemas.IdentitySchema,
-    errors=(400,),
+    errors=(400, 404),
 )
 def set_identity():
     args = _body(schemas.IdentitySchema)
@@ -371,8 +372,14 @@ def set_identity():
     args["email"] = normal_email(args["email"])
     if not args["customer_id"]:
         raise ValidationError({"customer_id": ["must not be blank"]})
-    engine = _relay().engine
-    identities.remember(engine, **args)
+    if not is_email(args["email"]):
+        raise ValidationError({"email": ["Not a valid email address."]})
+    relay = _relay()
+    if args["route"] not in relay.mappings:
+        return _not_found(f"route {args['route']!r}")
+    if not known_account(relay.engine, relay.config, args["account"], relay.mappings):
+        return _not_found(f"account {args['account']!r}")
+    identities.remember(relay.engine, **args)
     return schemas.IdentitySchema().dump(args)
 
 

@@ -26,8 +26,20 @@ MAX_INT = 2**63  # Kartra (PHP) holds 64-bit integers; Python's str() stops at 4
 MAX_LEAD_ID = 64  # Kartra's lead ids are numbers; the size of the stored column
 # One @ between a local part and a dotted domain, no space or control character: the
 # shape every address Kartra takes has, checked so a form's typo is rejected with a
-# reason here rather than failed by Kartra after a call.
-_EMAIL = re.compile(r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+")
+# reason here rather than failed by Kartra after a call. The local part has no empty
+# dot-separated piece (`.jane`, `jane.`, `ja..ne`); the domain is host names, letters
+# of any script, digits and inner hyphens, at least two (no `_`, no `[127.0.0.1]`, no
+# trailing dot).
+_LOCAL = r"[^@\s\x00-\x1f.]+(?:\.[^@\s\x00-\x1f.]+)*"
+_LABEL = r"[^\W_](?:(?:[^\W_]|-)*[^\W_])?"
+_EMAIL = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
+
+
+def is_email(text: str) -> bool:
+    """Whether `text` has the shape of an email address, as a lead's must."""
+    return len(text) <= MAX_EMAIL and _EMAIL.fullmatch(text) is not None
+
+
 _NAME_KINDS = {"tag_name": "tags", "list_name": "lists", "sequence_name": "sequences"}
 
 
@@ -264,7 +276,7 @@ def _lead(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
             f"rule {rule.name!r}: lead.email is {len(str(lead['email']))} characters long; "
             f"an email address has at most {MAX_EMAIL}"
         )
-    if "email" in lead and not _EMAIL.fullmatch(str(lead["email"])):
+    if "email" in lead and not is_email(str(lead["email"])):
         raise RenderError(
             f"rule {rule.name!r}: lead.email {str(lead['email'])!r} is not an email address"
         )

@@ -45,25 +45,42 @@ def test_set_an_identity_then_replay_delivers(cli, client, app, mappings_dir, fa
 
 
 def test_list_identities(cli):
-    cli("identities", "set", "stripe", "cus_1", "a@example.com", "--account", "shop_eu")
-    cli("identities", "set", "stripe", "cus_2", "b@example.com")
+    cli("identities", "set", "shop", "cus_1", "a@example.com")
+    cli("identities", "set", "shop", "cus_2", "b@example.com")
     listed = cli("identities").output
-    assert "stripe default cus_2: b@example.com" in listed
-    assert "stripe shop_eu cus_1: a@example.com" in listed
+    assert "shop default cus_1: a@example.com" in listed
+    assert "shop default cus_2: b@example.com" in listed
     document = json.loads(cli("identities", "--json").output)
     assert [(i["account"], i["customer_id"], i["email"]) for i in document["identities"]] == [
+        ("default", "cus_1", "a@example.com"),
         ("default", "cus_2", "b@example.com"),
-        ("shop_eu", "cus_1", "a@example.com"),
     ]
 
 
 def test_set_refuses_what_is_not_an_email(cli):
-    assert (
-        "give a customer id (at most 200 characters)"
-        in cli("identities", "set", "stripe", "cus_1", "nobody", code=2).output
-    )
-    too_long = cli("identities", "set", "stripe", "c" * 201, "a@example.com", code=2).output
-    assert "at most 200 characters" in too_long
+    for address in ("nobody", "jane doe@example.com", "a@", "@@", "jane@example..com"):
+        refused = cli("identities", "set", "shop", "cus_1", address, code=2).output
+        assert "is not an email address" in refused
+    too_long = cli("identities", "set", "shop", "c" * 201, "a@example.com", code=2).output
+    assert "1 to 200 characters" in too_long
+    assert "0 identity(ies)" in cli("identities").output
+
+
+def test_set_refuses_an_unknown_route_or_account(cli, client, app):
+    """A typo would leave the events waiting for the customer waiting, with no word."""
+    unknown_route = cli("identities", "set", "shpo", "cus_1", "a@example.com", code=1).output
+    assert "no route 'shpo'" in unknown_route
+    unknown_account = cli(
+        "identities", "set", "shop", "cus_1", "a@example.com", "--account", "shop_eu", code=1
+    ).output
+    assert "unknown account 'shop_eu'" in unknown_account
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    given = {"route": "shpo", "customer_id": "cus_1", "email": "a@example.com"}
+    refused = client.put("/api/identities", headers=auth, json=given)
+    assert refused.status_code == 404 and refused.get_json() == {"error": "no route 'shpo'"}
+    given = {**given, "route": "shop", "account": "shop_eu"}
+    refused = client.put("/api/identities", headers=auth, json=given)
+    assert refused.status_code == 404 and refused.get_json() == {"error": "no account 'shop_eu'"}
     assert "0 identity(ies)" in cli("identities").output
 
 

@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from relay.mapping.model import MAX_EMAIL
+from relay.mapping.model import MAX_EMAIL, is_email
 
 
 @pytest.mark.parametrize("length", [MAX_EMAIL + 1, 10_000])
@@ -128,3 +128,40 @@ def test_ordinary_arithmetic_still_works(one_field, event):
         event({"email": "a@b.c", "n": 21})
     )
     assert rendered.plans[0]["lead"]["city"] == "---421024"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "jane@example.com",
+        "jane.doe+news@gmail.com",
+        "o'brien@example.ie",
+        '"john"@example.com',
+        "李@例え.jp",
+        "jane@münchen.de",
+        "x@xn--mnchen-3ya.de",
+        "j-d@sub.exa-mple.co",
+    ],
+)
+def test_addresses_of_every_kind_are_emails(address):
+    assert is_email(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@-example.com",
+        "jane@example-.com",
+        "jane.doe@gmail.com.",
+        ".jane@example.com",
+        "jane.@example.com",
+        "jane.secret@example..com",
+        "jane@exa_mple.com",
+        "jane@[127.0.0.1]",
+        "jane@example",
+        "jane doe@example.com",
+    ],
+)
+def test_shapes_kartra_would_refuse_are_not_emails(address):
+    """Each was queued and sent to Kartra as a lead's email before (an audit)."""
+    assert not is_email(address)
