@@ -11,6 +11,7 @@ import functools
 import html
 import json
 import logging
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -124,6 +125,16 @@ def mask_email(email: str | None) -> str | None:
         return email
     local, _, domain = str(email).partition("@")
     return f"{local[:1]}***@{domain}" if domain else f"{local[:1]}***"
+
+
+_EMAIL_LIKE = re.compile(r"[^\s'\"]*@[^\s'\"]*")
+
+
+def mask_emails_in(text: str | None) -> str | None:
+    """Every word with an @ in `text` masked as `mask_email` does: a rejection reason
+    quotes the value it refused (`lead.email 'jane.doe@gmail' is not an email address`),
+    and the log promises masked addresses."""
+    return _EMAIL_LIKE.sub(lambda word: mask_email(word.group()), text) if text else text
 
 
 class _Logger:

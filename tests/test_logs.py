@@ -3,7 +3,7 @@
 import json
 
 from relay.config import Account, Config
-from relay.logs import get_logger, mask_email
+from relay.logs import get_logger, mask_email, mask_emails_in
 from relay.web import create_app
 
 STRIPE = """
@@ -99,3 +99,12 @@ def test_capture_logs_sees_a_logger_built_before_it(capsys):
         "outside",
         "outside again",
     ]
+
+
+def test_addresses_quoted_in_a_reason_are_masked():
+    assert (
+        mask_emails_in("rule 'signup': lead.email 'jane.doe@gmail' is not an email address")
+        == "rule 'signup': lead.email 'j***@gmail' is not an email address"
+    )
+    assert mask_emails_in("no rule matched") == "no rule matched"
+    assert mask_emails_in(None) is None

@@ -20,7 +20,7 @@ from relay.ingest.limits import form_wait, retry_after, with_retry_after
 from relay.ingest.parse import BodyError, parse_body
 from relay.ingest.verify import Delivery, Ping, Rejected, Unavailable, count_failure, verify
 from relay.ingest.verify.token import without_field
-from relay.logs import get_logger
+from relay.logs import get_logger, mask_emails_in
 from relay.mapping import RenderError
 from relay.mapping.filters import IDENTITIES
 from relay.mapping.model import Identity
@@ -131,7 +131,7 @@ def receive(route: str):
         event_id=stored.event_id,
         status=stored.status,
         rule=rendered.rule,
-        reason=rendered.reason,
+        reason=mask_emails_in(rendered.reason),
         deliveries=len(rendered.plans),
         duplicate=not stored.created,
     )

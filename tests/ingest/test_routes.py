@@ -6,6 +6,7 @@ import json
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 from relay.config import Config
 from relay.ingest import routes
@@ -339,3 +340,12 @@ def test_a_compressed_body_is_refused_by_name_not_as_bad_text(client, engine):
         "/hooks/optin", data={"email": "a@b.co"}, headers={"Content-Encoding": "identity"}
     )
     assert identity.json["status"] == "queued"
+
+
+def test_the_log_masks_an_address_quoted_in_a_rejection_reason(client, engine):
+    with capture_logs() as logs:
+        client.post("/hooks/demo-form", data={"email": "jane.doe@gmail"})
+    [received] = [line for line in logs if line["event"] == "event_received"]
+    assert received["reason"] == "rule 'signup': lead.email 'j***@gmail' is not an email address"
+    [event] = rows(engine, events)
+    assert "jane.doe@gmail" in event["reason"]  # the operator's record keeps the value to fix
