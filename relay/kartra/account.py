@@ -67,14 +67,15 @@ def missing_names(
     config: Config, mappings: Iterable[Any], client: KartraClient | None = None
 ) -> list[str]:
     """One line per tag, list, sequence or custom field a mapping names that its
-    account lacks."""
+    account lacks, and one per account Kartra would not answer for (bad credentials):
+    the other accounts are still checked."""
     if config.dry_run:
         raise ConfigError(
             "check --kartra: set KARTRA_APP_ID, KARTRA_API_KEY and "
             "KARTRA_API_PASSWORD to ask Kartra"
         )
     client = client or KartraClient(config.kartra_url, test_mode=config.kartra_test_mode)
-    known: dict[str, dict[str, set[str]]] = {}
+    known: dict[str, dict[str, set[str]] | None] = {}
     missing = []
     for mapping in mappings:
         for name in sorted(mapping.accounts):
@@ -86,9 +87,16 @@ def missing_names(
                 credentials = Credentials(
                     config.kartra_app_id, account.api_key, account.api_password
                 )
-                known[name] = account_names(client, credentials)
+                try:
+                    known[name] = account_names(client, credentials)
+                except DiscoveryError as exc:
+                    known[name] = None
+                    missing.append(f"account {name!r} could not be read: {exc}")
+            names = known[name]
+            if names is None:
+                continue
             for kind, wanted in mapping.names(name).items():
-                for item in sorted(wanted - known[name].get(kind, set())):
+                for item in sorted(wanted - names.get(kind, set())):
                     missing.append(
                         f"{DISCOVERY[kind][2]} {item!r} ({mapping.file}, account {name})"
                     )

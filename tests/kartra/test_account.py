@@ -70,11 +70,24 @@ def test_an_account_without_credentials_is_reported(serve):
     assert missing == ["account 'shop2' (mappings/shop.yaml) has no credentials"]
 
 
-def test_bad_credentials_are_a_clear_error(serve):
-    fake = FakeKartra(app_id=APP_ID, accounts={API_KEY: API_PASSWORD})
-    bad = config(serve(fake), accounts={"default": Account("default", API_KEY, "nope")})
-    with pytest.raises(ConfigError, match="233"):
-        missing_names(bad, [StubMapping({"tags": {"X"}})])
+def test_bad_credentials_name_the_account_and_the_others_are_still_checked(serve):
+    fake = FakeKartra(app_id=APP_ID, accounts={API_KEY: API_PASSWORD}, tags=["Customer"])
+    accounts = {
+        "default": Account("default", API_KEY, API_PASSWORD),
+        "shop_eu": Account("shop_eu", API_KEY, "nope"),
+    }
+    missing = missing_names(
+        config(serve(fake), accounts=accounts),
+        [
+            StubMapping({"tags": {"X"}}, account="shop_eu", file="mappings/eu.yaml"),
+            StubMapping({"tags": {"Customer", "VIP"}}),
+        ],
+    )
+    assert missing == [
+        "account 'shop_eu' could not be read: retrieve_account_tags: Kartra 233: "
+        "API password is not valid",
+        "tag 'VIP' (mappings/shop.yaml, account default)",
+    ]
 
 
 def test_needs_credentials():
