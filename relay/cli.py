@@ -404,9 +404,18 @@ def _filter_options(command):
 
 
 def _event_filter(route, status, email, text, since, until):
+    """The filter, or a usage error for one that can match nothing by its own terms: a
+    misspelt status, or an --until older than --since."""
+    from relay.admin.schemas import EVENT_STATUSES
     from relay.store.search import EventFilter
     from relay.store.tables import utcnow
 
+    if status is not None and status not in EVENT_STATUSES:
+        raise click.BadParameter(
+            f"{status!r} is not one of {', '.join(EVENT_STATUSES)}", param_hint="'--status'"
+        )
+    if since is not None and until is not None and until >= since:
+        raise click.UsageError("--until is as old as --since or older: no event can match")
     now = utcnow()
     return EventFilter(
         route=route,

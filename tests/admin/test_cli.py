@@ -61,6 +61,15 @@ def test_since_and_until_select_a_time_slice(cli, client, engine):
     assert new not in cli("events", "--until", "1h").output
 
 
+def test_a_filter_that_can_match_nothing_by_its_own_terms_is_a_usage_error(cli):
+    """The API refuses these with a 400; the CLI printed 'no events' and exited 0."""
+    for command in ("events", "replay"):
+        misspelt = cli(command, "--status", "deads", code=2).output
+        assert "'deads' is not one of queued, delivered, dry_run" in misspelt
+        inverted = cli(command, "--since", "1h", "--until", "2h", code=2).output
+        assert "--until is as old as --since or older" in inverted
+
+
 def test_replay_by_filter_and_its_refusals(cli, client, app, fake):
     ignored = post(client, id="i1", type="refund")
     dead = post(client, id="d1")
