@@ -304,13 +304,11 @@ def accounts(ctx: click.Context, as_json: bool) -> None:
 @click.option("--reason", default="paused by an operator", show_default=True)
 def pause(name: str, reason: str) -> None:
     """Pause an account: its deliveries wait, their retries untouched, until resumed."""
-    from relay.admin.operations import known_account
     from relay.store.queue import pause_account
 
     config = _config()
     engine = _engine(config)
-    if not known_account(engine, config, name):
-        _fail(ValueError(f"unknown account {name!r}: not configured, and no deliveries"))
+    _known_account_or_fail(engine, config, name)
     pause_account(engine, name, reason)
     click.echo(f"{name}: paused")
 
@@ -319,17 +317,23 @@ def pause(name: str, reason: str) -> None:
 @click.argument("name")
 def resume(name: str) -> None:
     """Resume a paused account: its waiting deliveries go out again."""
-    from relay.admin.operations import known_account
     from relay.store.queue import resume_account
 
     config = _config()
     engine = _engine(config)
     if resume_account(engine, name):
         click.echo(f"{name}: resumed")
-    elif not known_account(engine, config, name):
+        return
+    _known_account_or_fail(engine, config, name)
+    click.echo(f"{name}: was not paused")
+
+
+def _known_account_or_fail(engine, config: Config, name: str, mappings=None) -> None:
+    """Exit 1 naming `name` unless it is an account the relay knows."""
+    from relay.admin.operations import known_account
+
+    if not known_account(engine, config, name, mappings):
         _fail(ValueError(f"unknown account {name!r}: not configured, and no deliveries"))
-    else:
-        click.echo(f"{name}: was not paused")
 
 
 def _engine(config: Config):
@@ -644,7 +648,6 @@ def identities(ctx: click.Context, as_json: bool) -> None:
 def set_identity(route: str, customer_id: str, email: str, account: str) -> None:
     """Say which lead a customer id stands for: the dispatcher process replays the events
     waiting for it within seconds."""
-    from relay.admin.operations import known_account
     from relay.mapping.filters import email as normal_email
     from relay.mapping.model import is_email
     from relay.store.identities import fits, remember
@@ -659,7 +662,6 @@ def set_identity(route: str, customer_id: str, email: str, account: str) -> None
     mappings = _mappings(config)
     if route not in mappings:
         _fail(ValueError(f"no route {route!r} in {config.mappings_dir}"))
-    if not known_account(engine, config, account, mappings):
-        _fail(ValueError(f"unknown account {account!r}: not configured, and no deliveries"))
+    _known_account_or_fail(engine, config, account, mappings)
     remember(engine, route, account, customer_id, address)
     click.echo(f"{route} {account} {customer_id}: {address}")
